@@ -1,0 +1,36 @@
+# segvol: the two commands a newcomer runs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SEGVOL := $(VENV)/bin/segvol
+STAMP := $(VENV)/.segvol-installed
+
+.PHONY: setup demo test test-fast clean-demo
+
+# A CPU build of PyTorch first (a bare `torch` requirement would pull several GB of CUDA packages),
+# then segvol itself in editable mode with the test tools.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0 \
+	  || $(PY) -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# phantoms -> train a small model on the CPU -> export to ONNX -> segment a scan
+demo: $(STAMP)
+	$(SEGVOL) synth imagecas --out data/demo --cases 8 --overwrite
+	$(SEGVOL) train --dataset imagecas --config tiny --data data/demo --name demo-$$(date +%Y%m%d-%H%M%S)
+	$(SEGVOL) export-onnx --out models/model.onnx
+	$(SEGVOL) infer data/demo/8.img.nii.gz --model models/model.onnx --out-dir models/demo-output --overwrite
+	@echo
+	@echo "demo done: run folders with metrics.csv and checkpoints in models/, ONNX model models/model.onnx,"
+	@echo "mask models/demo-output/8.img_seg.nii.gz on the grid of data/demo/8.img.nii.gz (open both in any NIfTI viewer)"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"

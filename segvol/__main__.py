@@ -1,0 +1,7 @@
+"""``python -m segvol`` (also what ``torchrun -m segvol`` runs)."""
+
+import sys
+
+from segvol.cli import main
+
+sys.exit(main())

@@ -1,0 +1,133 @@
+"""segvol's Python API: one keyword-only function per command. The CLI is a thin wrapper over these."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from segvol.config import Config, config_to_dict
+from segvol.errors import SegvolError
+
+__all__ = ["synth", "train", "export_onnx", "infer", "newest_run", "default_output", "resolve_records"]
+
+log = logging.getLogger(__name__)
+
+
+def synth(*, dataset: str, out: str | Path, cases: int = 8, size: str = "small", seed: int = 0,
+          overwrite: bool = False, progress: bool = True) -> list[Path]:
+    """Write phantom cases of ``dataset`` in its real layout (see :mod:`segvol.data.phantoms`)."""
+    from segvol.data.phantoms import write_phantoms
+
+    return write_phantoms(dataset, out, cases, size=size, seed=seed, overwrite=overwrite, progress=progress)
+
+
+def resolve_records(cfg: Config) -> tuple[Any, Any, dict[str, list[dict]], dict[str, list[str]]]:
+    """Adapter, task spec, records grouped by split, and the split itself, for ``cfg.data``."""
+    from segvol.data.records import apply_split, seeded_split
+    from segvol.data.registry import get_adapter
+
+    adapter = get_adapter(cfg.data.dataset)
+    spec = adapter.task_spec(cfg)
+    records = adapter.find_records(cfg.data.root, cfg.data.modalities)
+    split = adapter.official_split(cfg.data.root) if hasattr(adapter, "official_split") else None
+    if split is None:
+        split = seeded_split([r["id"] for r in records], cfg.data.val_fraction, cfg.data.test_fraction,
+                             cfg.data.split_seed)
+        log.info("split: seeded (seed %d): train %d, val %d, test %d", cfg.data.split_seed, len(split["train"]),
+                 len(split["val"]), len(split["test"]))
+    return adapter, spec, apply_split(records, split), split
+
+
+def _new_run_dir(models_dir: Path, name: str | None, dataset: str) -> Path:
+    name = name or f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if "/" in name or name.startswith("."):
+        raise SegvolError(f"--name {name!r}: a run name is a plain folder name")
+    run_dir = models_dir / name
+    if run_dir.exists():
+        raise SegvolError(f"{run_dir}: run folder already exists; pick another --name")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def train(*, cfg: Config, models_dir: str | Path = "models", name: str | None = None, device: str | None = None,
+          progress: bool = True) -> Any:
+    """Train on ``cfg.data`` and write a run folder (config, split, metrics.csv, best.pt, last.pt)."""
+    import yaml
+
+    from segvol.data.records import write_split
+    from segvol.training.trainer import fit
+    from segvol.utils import atomic_path, pick_device
+
+    adapter, spec, groups, split = resolve_records(cfg)
+    if not groups["train"]:
+        raise SegvolError(f"{cfg.data.root}: no training cases after the split")
+    torch_device = pick_device(device or cfg.train.device)
+    run_dir = _new_run_dir(Path(models_dir), name, cfg.data.dataset)
+    with atomic_path(run_dir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_split(split, run_dir / "split.json")
+    log.info("run folder: %s (%d train, %d val cases)", run_dir, len(groups["train"]), len(groups["val"]))
+    return fit(cfg, spec, groups, run_dir, torch_device, progress=progress)
+
+
+def newest_run(models_dir: str | Path = "models", checkpoint: str = "best.pt") -> Path:
+    """The most recently written ``<models_dir>/<run>/<checkpoint>``."""
+    found = sorted(Path(models_dir).glob(f"*/{checkpoint}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SegvolError(f"{models_dir}: no run with a {checkpoint} yet; train one with "
+                          f"'segvol train --dataset imagecas'")
+    return found[-1]
+
+
+def export_onnx(*, checkpoint: str | Path | None = None, out: str | Path = "models/model.onnx",
+                models_dir: str | Path = "models", overwrite: bool = True) -> Any:
+    """Export a checkpoint (default: the newest run's ``best.pt``) to ONNX and check it under ONNX Runtime."""
+    from segvol.inference.export import export_onnx_file
+    from segvol.training.checkpoint import load_checkpoint
+    from segvol.utils import check_writable_target
+
+    ckpt_path = Path(checkpoint) if checkpoint else newest_run(models_dir)
+    check_writable_target(out, overwrite)
+    log.info("exporting %s -> %s", ckpt_path, out)
+    return export_onnx_file(load_checkpoint(ckpt_path), out)
+
+
+def default_output(image: str | Path, out_dir: str | Path | None = None) -> Path:
+    """``scan.nii.gz`` -> ``scan_seg.nii.gz`` beside the input (or in ``out_dir``)."""
+    from segvol.inference.nifti import strip_nifti_suffix
+
+    image = Path(image)
+    folder = Path(out_dir) if out_dir else image.parent
+    return folder / f"{strip_nifti_suffix(image.name)}_seg.nii.gz"
+
+
+def _default_model(models_dir: str | Path) -> Path:
+    onnx_path = Path(models_dir) / "model.onnx"
+    return onnx_path if onnx_path.is_file() else newest_run(models_dir)
+
+
+def infer(*, inputs: list[str | Path], model: str | Path | None = None, out: str | Path | None = None,
+          out_dir: str | Path | None = None, device: str = "auto", sw_batch_size: int | None = None,
+          overlap: float | None = None, overwrite: bool = False, models_dir: str | Path = "models",
+          progress: bool = False) -> list[Any]:
+    """Segment each input scan and write its mask on the scan's own grid. Returns one Prediction per input."""
+    from segvol.inference.backends import load_model
+    from segvol.inference.predictor import infer_file
+    from segvol.utils import check_writable_target, pick_device
+
+    if not inputs:
+        raise SegvolError("no input scans given")
+    if out and len(inputs) > 1:
+        raise SegvolError("-o/--out names one file; use --out-dir for several inputs")
+    outputs = [Path(out) if out else default_output(p, out_dir) for p in inputs]
+    for target in outputs:
+        check_writable_target(target, overwrite)
+    loaded = load_model(model or _default_model(models_dir), pick_device(device))
+    log.info("model: %s (%s)", loaded.path, loaded.backend)
+    results = []
+    for image, target in zip(inputs, outputs):
+        results.append(infer_file(loaded, image, target, sw_batch_size=sw_batch_size, overlap=overlap,
+                                  progress=progress))
+    return results

@@ -1,0 +1,233 @@
+"""Command line: parse, load the config, call one API function. Heavy imports happen inside the commands so
+that ``segvol --help`` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from segvol.errors import SegvolError
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+log = logging.getLogger("segvol")
+
+DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"
+
+
+def _device(text: str) -> str:
+    low = text.lower()
+    if low in ("auto", "cpu", "cuda") or (low.startswith("cuda:") and low[5:].isdigit()):
+        return low
+    raise argparse.ArgumentTypeError(f"{text!r}: expected {DEVICE_HELP}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be in [0, 1)")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------- synth
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write phantom scans in a dataset's real layout")
+    p.add_argument("dataset", help="imagecas")
+    p.add_argument("--out", required=True, help="output folder, e.g. data/imagecas")
+    p.add_argument("--cases", type=_positive_int, default=8)
+    p.add_argument("--size", choices=("small", "full"), default="small",
+                   help="full: real scanner grids (512x512x206-275); small: quick to train, for tests and demos")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from segvol import api
+
+    paths = api.synth(dataset=args.dataset, out=args.out, cases=args.cases, size=args.size, seed=args.seed,
+                      overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {len(paths)} files to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a 3D BasicUNet on a dataset")
+    p.add_argument("--dataset", default=None, help="imagecas (default: the config's)")
+    p.add_argument("--config", default=None, help="preset name or YAML path (default: the dataset's preset)")
+    p.add_argument("--data", default=None, help="dataset folder (default: the config's data.root)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--device", type=_device, default=None, help=DEVICE_HELP)
+    p.add_argument("--name", default=None, help="run folder name under --models (default: <dataset>-<time>)")
+    p.add_argument("--models", default="models", help="where run folders go")
+
+
+def _load_train_config(args: argparse.Namespace):  # noqa: ANN202
+    from segvol.config import load_config
+
+    sections: dict = {}
+    data = {}
+    if args.dataset:
+        data["dataset"] = args.dataset
+        if not args.data:
+            data["root"] = f"data/{args.dataset}"
+    if args.data:
+        data["root"] = args.data
+    if data:
+        sections["data"] = data
+    preset = args.config or args.dataset or "imagecas"
+    return load_config(preset, args.overrides, **sections)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from segvol import api
+
+    cfg = _load_train_config(args)
+    result = api.train(cfg=cfg, models_dir=args.models, name=args.name, device=args.device,
+                       progress=not args.quiet)
+    print(f"best val Dice {result.best_metric:.4f} at epoch {result.best_epoch}; "
+          f"checkpoints and metrics in {result.run_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- export-onnx
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-onnx", help="export a checkpoint to ONNX and check it under ONNX Runtime")
+    p.add_argument("--checkpoint", default=None, help="default: the newest run's best.pt under --models")
+    p.add_argument("--out", default="models/model.onnx")
+    p.add_argument("--models", default="models")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from segvol import api
+
+    res = api.export_onnx(checkpoint=args.checkpoint, out=args.out, models_dir=args.models)
+    axes = "dynamic batch and spatial axes (multiples of 16)" if res.dynamic else "fixed input shape"
+    print(f"wrote {res.path} ({axes}); max |ONNX Runtime - PyTorch| = {res.max_abs_diff:.2e} "
+          f"on {len(res.checked_shapes)} random input(s)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------- infer
+def _add_infer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="segment scans; masks land on each scan's own grid")
+    p.add_argument("inputs", nargs="+", help=".nii/.nii.gz scan(s)")
+    p.add_argument("--model", default=None, help=".onnx or .pt (default: models/model.onnx, else newest run)")
+    p.add_argument("-o", "--out", default=None, help="output file (one input only); default <scan>_seg.nii.gz")
+    p.add_argument("--out-dir", default=None, help="folder for the outputs (default: beside each input)")
+    p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
+    p.add_argument("--sw-batch-size", type=_positive_int, default=None, help="windows per forward pass")
+    p.add_argument("--overlap", type=_fraction, default=None, help="sliding-window overlap in [0, 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--models", default="models")
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    from segvol import api
+
+    results = api.infer(inputs=args.inputs, model=args.model, out=args.out, out_dir=args.out_dir,
+                        device=args.device, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
+                        overwrite=args.overwrite, models_dir=args.models, progress=not args.quiet)
+    for src, pred in zip(args.inputs, results):
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in pred.timings.items())
+        total = sum(pred.timings.values())
+        print(f"{src} -> {pred.output}  [{stages}; total {total:.2f}s; {int(pred.labels.astype(bool).sum())} "
+              f"foreground voxels]")
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable, Callable]] = {
+    "synth": (_add_synth, _run_synth),
+    "train": (_add_train, _run_train),
+    "export-onnx": (_add_export, _run_export),
+    "infer": (_add_infer, _run_infer),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segvol", description="3D medical image segmentation with MONAI.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    common = parser.add_argument_group("output")
+    common.add_argument("-q", "--quiet", action="store_true", help="warnings and results only, no progress bars")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("segvol")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("segvol").setLevel(level)
+    for noisy in ("monai", "torch", "onnxscript", "onnx_ir"):
+        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+    if not verbose:  # library deprecation chatter is for developers, not users
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(monai|torch)\.")
+
+
+def _move_global_flags(argv: list[str]) -> list[str]:
+    """Accept -q/-v/--debug after the command too (``segvol train --quiet``)."""
+    flags = {"-q", "--quiet", "-v", "--verbose", "--debug"}
+    return [a for a in argv if a in flags] + [a for a in argv if a not in flags]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = _move_global_flags(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    _setup_logging(args.quiet, args.verbose)
+    try:
+        return COMMANDS[args.command][1](args)
+    except SegvolError as exc:
+        if args.debug:
+            raise
+        print(f"segvol {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"segvol {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        if args.debug:
+            raise
+        print(f"segvol {args.command}: error: out of memory (try a smaller --sw-batch-size or --device cpu)",
+              file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Typed configuration: YAML files under ``configs/`` parsed into frozen dataclasses.
+
+Every number of the pipeline lives here (defaults) or in a YAML preset (overrides). Unknown keys are errors,
+``--set section.key=value`` overrides are parsed as YAML scalars, and the resolved configuration is stored in every
+run folder and checkpoint so that inference and resume rebuild exactly what was trained.
+
+This is the only module that reads environment variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from segvol.errors import SegvolError
+
+__all__ = [
+    "AugmentConfig",
+    "Config",
+    "DataConfig",
+    "InferConfig",
+    "ModelConfig",
+    "PreprocessConfig",
+    "TrainConfig",
+    "config_dirs",
+    "config_from_dict",
+    "config_to_dict",
+    "env_path",
+    "find_config",
+    "load_config",
+]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "imagecas"  # key of segvol.data.registry.DATASETS
+    root: str = "data/imagecas"  # raw dataset folder
+    val_fraction: float = 0.2  # seeded split when no official split file is present
+    test_fraction: float = 0.0  # e.g. 0.15 for a 70/15/15 split
+    split_seed: int = 0
+    labels: str = "binary"  # "binary" (softmax head) or, for BraTS, "regions" (TC/WT/ET, sigmoid head)
+    modalities: tuple[str, ...] = ()  # BraTS sequences to stack as channels; empty = the dataset's default
+    cache_rate: float = 1.0  # fraction of training volumes whose deterministic prefix is kept in RAM
+    num_workers: int = 0  # DataLoader workers
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    orientation: str = "RAS"
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # mm, resampled bilinear (image) / nearest (label)
+    intensity_window: tuple[float, float] | None = None  # CT only: clip HU to [lo, hi] before normalising
+    roi_size: tuple[int, int, int] = (96, 96, 96)  # patch size for training and sliding-window inference
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    enabled: bool = True
+    pos: float = 1.0  # RandCropByPosNegLabeld ratio of foreground- to background-centred patches
+    neg: float = 1.0
+    num_samples: int = 4  # patches per volume and step
+    rotate_range_deg: float = 30.0
+    rotate_prob: float = 0.3
+    flip_prob: float = 0.3  # per axis
+    zoom_range: tuple[float, float] = (0.9, 1.1)
+    zoom_prob: float = 0.3
+    affine_prob: float = 0.3
+    affine_translate: float = 5.0  # voxels
+    affine_scale: float = 0.05
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    gamma_prob: float = 0.3
+    scale_intensity: float = 0.1
+    scale_intensity_prob: float = 0.3
+    noise_std: float = 0.05
+    noise_prob: float = 0.3
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "basic_unet"  # key of segvol.networks.NETWORKS
+    features: tuple[int, ...] = (32, 64, 128, 256, 512, 32)
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100
+    lr: float = 1e-4
+    optimizer: str = "adam"  # "adam" or "adamw"
+    weight_decay: float = 0.0
+    loss: str = "dice"  # "dice" or "dicece"
+    val_every: int = 1  # epochs between validation passes
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
+    amp: bool = True  # mixed precision on CUDA (ignored on the CPU)
+    steps_per_epoch: int = 0  # 0 = one step per training volume
+    max_val_cases: int = 0  # 0 = every validation case
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    overlap: float = 0.25
+    sw_batch_size: int = 4
+    blend: str = "gaussian"  # "gaussian" or "constant"
+    min_component_mm3: float = 0.0  # post-processing: drop components smaller than this (0 = off)
+    keep_largest: int = 0  # keep only the K largest components (0 = all)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+
+    def replace(self, **sections: Any) -> Config:
+        """Return a copy with ``section={key: value}`` overrides applied (same validation as YAML)."""
+        merged = config_to_dict(self)
+        for name, values in sections.items():
+            merged.setdefault(name, {}).update(values)
+        return config_from_dict(merged)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against the type hint ``hint`` and convert lists to tuples."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is tuple or hint is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise SegvolError(f"config {where}: expected a list, got {value!r}")
+        if args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise SegvolError(f"config {where}: expected {len(args)} values, got {len(value)}")
+        inner = args[0] if args and args[-1] is Ellipsis else None
+        return tuple(_coerce(v, inner or args[i], f"{where}[{i}]") for i, v in enumerate(value))
+    if args and type(None) in args:  # Optional[...]
+        if value is None:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), where)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise SegvolError(f"config {where}: expected {hint.__name__}, got {value!r}")
+    if hint is float:
+        raise SegvolError(f"config {where}: expected a number, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise SegvolError(f"config {where}: expected a mapping, got {values!r}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SegvolError(f"config {where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        path = f"{where}.{name}" if where else name
+        kwargs[name] = _build(hint, value, path) if is_dataclass(hint) else _coerce(value, hint, path)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build a validated :class:`Config` from nested plain values (unknown keys raise :class:`SegvolError`)."""
+    return _build(Config, values, "")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (lists instead of tuples) suitable for YAML and ``torch.save(weights_only)``."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def config_dirs() -> list[Path]:
+    """Folders searched for named presets: ``./configs`` then the ``configs/`` shipped beside the package."""
+    here = Path(__file__).resolve().parent
+    return [Path.cwd() / "configs", here.parent / "configs", here / "configs"]
+
+
+def find_config(name: str) -> Path:
+    """Resolve a preset name (``imagecas``) or a path (``configs/tiny.yaml``) to an existing YAML file."""
+    direct = Path(name)
+    if direct.suffix in (".yaml", ".yml"):
+        if direct.is_file():
+            return direct
+        raise SegvolError(f"{name}: config file not found")
+    for folder in config_dirs():
+        candidate = folder / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise SegvolError(f"no config preset named {name!r} (looked in {', '.join(str(d) for d in config_dirs())})")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SegvolError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(values, dict):
+        raise SegvolError(f"{path}: expected a mapping of sections at the top level")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    base_path = (path.parent / f"{base}.yaml") if not str(base).endswith((".yaml", ".yml")) else path.parent / base
+    if base_path.resolve() in seen:
+        raise SegvolError(f"{path}: 'base' chain loops back to {base_path}")
+    return _merge(_read_yaml(base_path, seen + (path.resolve(),)), values)
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"train.epochs=2"`` -> ``{"train": {"epochs": 2}}`` (the value is parsed as YAML)."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise SegvolError(f"--set {text!r}: expected section.key=value, e.g. train.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise SegvolError(f"--set {text!r}: cannot parse value ({exc})") from exc
+    if isinstance(value, str):  # YAML 1.1 reads "3e-4" as text; users mean a number
+        try:
+            value = float(value) if any(c.isdigit() for c in value) else value
+        except ValueError:
+            pass
+    return {parts[0]: {parts[1]: value}}
+
+
+def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), **sections: Any) -> Config:
+    """Load a preset or YAML file, apply ``--set`` overrides, then keyword section overrides."""
+    values = _read_yaml(find_config(name_or_path))
+    for text in overrides:
+        values = _merge(values, parse_override(text))
+    for name, section in sections.items():
+        values = _merge(values, {name: section})
+    return config_from_dict(values)
+
+
+def env_path(name: str, default: str | None = None) -> str | None:
+    """Read a path-valued environment variable (e.g. ``MODEL_PATH``); the one place env vars are consulted."""
+    return os.environ.get(name) or default

@@ -1,0 +1,33 @@
+"""Datasets: records, splits, the adapter registry, importers and phantoms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TaskSpec"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a dataset asks of the network and the metrics, for one label mode.
+
+    Attributes:
+        in_channels: image channels (1 for CT, up to 4 for BraTS).
+        out_channels: network outputs (classes for softmax, regions for sigmoid).
+        activation: ``"softmax"`` (mutually exclusive classes, argmax) or ``"sigmoid"`` (overlapping regions).
+        class_names: names of the foreground classes or regions that metrics report, in output order.
+        modalities: the image channels' names, in order.
+        label_transforms: MONAI transforms applied to the loaded label before resampling.
+    """
+
+    in_channels: int
+    out_channels: int
+    activation: str
+    class_names: tuple[str, ...]
+    modalities: tuple[str, ...]
+    label_transforms: tuple[Any, ...] = field(default=(), compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels, "activation": self.activation,
+                "class_names": list(self.class_names), "modalities": list(self.modalities)}

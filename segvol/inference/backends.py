@@ -1,0 +1,102 @@
+"""Model backends for inference: a PyTorch checkpoint or an ONNX file, both as ``logits = f(patches)``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segvol.config import Config, config_from_dict
+from segvol.errors import SegvolError
+
+__all__ = ["LoadedModel", "load_model", "ONNX_META_KEYS"]
+
+log = logging.getLogger(__name__)
+ONNX_META_KEYS = ("segvol_config", "segvol_network", "segvol_task")
+
+
+@dataclass
+class LoadedModel:
+    """A callable network plus what it was trained with."""
+
+    predict: Any  # (B, C, H, W, D) float tensor -> (B, K, H, W, D) logits
+    cfg: Config
+    task: dict[str, Any]
+    network: dict[str, Any]
+    backend: str  # "pytorch" or "onnxruntime"
+    device: torch.device
+    path: Path
+
+
+def load_model(path: str | Path, device: torch.device) -> LoadedModel:
+    """Open ``.pt`` with PyTorch or ``.onnx`` with ONNX Runtime (CUDA provider when present)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegvolError(f"{path}: model file not found (train one with 'segvol train', then 'segvol export-onnx')")
+    if path.suffix == ".onnx":
+        return _load_onnx(path, device)
+    if path.suffix in (".pt", ".pth"):
+        return _load_torch(path, device)
+    raise SegvolError(f"{path}: unknown model type; expected a .pt checkpoint or an .onnx file")
+
+
+def _load_torch(path: Path, device: torch.device) -> LoadedModel:
+    from segvol.networks import build_network
+    from segvol.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    model = build_network(ckpt["network"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise SegvolError(f"{path}: weights do not match the network stored in the checkpoint "
+                          f"({str(exc).splitlines()[0][:120]})") from exc
+    model.to(device).eval()
+
+    @torch.inference_mode()
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return model(x.to(device))
+
+    return LoadedModel(predict, config_from_dict(ckpt["config"]), ckpt["task"], ckpt["network"], "pytorch",
+                       device, path)
+
+
+def onnx_providers(device: torch.device) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.type == "cuda" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _load_onnx(path: Path, device: torch.device) -> LoadedModel:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=onnx_providers(device))
+    except Exception as exc:  # onnxruntime raises its own exception types for broken files
+        raise SegvolError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:160]})") from exc
+    meta = session.get_modelmeta().custom_metadata_map
+    missing = [k for k in ONNX_META_KEYS if k not in meta]
+    if missing:
+        raise SegvolError(f"{path}: ONNX model lacks segvol metadata ({', '.join(missing)}); export it with "
+                          f"'segvol export-onnx'")
+    cfg = config_from_dict(json.loads(meta["segvol_config"]))
+    task, network = json.loads(meta["segvol_task"]), json.loads(meta["segvol_network"])
+    inp = session.get_inputs()[0]
+    if isinstance(inp.shape[1], int) and inp.shape[1] != task["in_channels"]:
+        raise SegvolError(f"{path}: ONNX input has {inp.shape[1]} channels, metadata says {task['in_channels']}")
+    provider = session.get_providers()[0]
+    log.info("onnxruntime provider: %s", provider)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        out = session.run(None, {inp.name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
+        return torch.from_numpy(out)
+
+    return LoadedModel(predict, cfg, task, network, "onnxruntime", torch.device("cpu"), path)

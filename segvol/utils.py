@@ -1,0 +1,93 @@
+"""Small shared helpers: atomic file writes, device selection, seeding."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from segvol.errors import SegvolError
+
+__all__ = ["atomic_path", "pick_device", "seed_everything", "check_writable_target"]
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it is renamed onto ``target`` in one step.
+
+    The temporary name keeps ``target``'s suffixes (``.nii.gz``, ``.onnx``) so writers that pick a format from the
+    name behave. On any error the temporary file is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial" + suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.errno == 28:  # ENOSPC
+            raise SegvolError(f"{target}: disk full while writing; nothing was written") from exc
+        raise
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def check_writable_target(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse to replace an existing output unless ``overwrite`` is set."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise SegvolError(f"{path}: already exists (use --overwrite to replace it)")
+    return path
+
+
+def pick_device(name: str = "auto") -> Any:
+    """Resolve ``auto|cpu|cuda|cuda:N`` to a ``torch.device`` and log which one is used."""
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            device = torch.device("cuda")
+            log.info("device: %s (%s)", device, torch.cuda.get_device_name(device))
+        else:
+            device = torch.device("cpu")
+            log.info("device: cpu (no CUDA device found)")
+        return device
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SegvolError(f"--device {name}: no CUDA device is available here (use --device cpu)")
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SegvolError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+        log.info("device: %s (%s)", device, torch.cuda.get_device_name(device))
+        return device
+    if name != "cpu":
+        raise SegvolError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+    log.info("device: cpu")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy, PyTorch and MONAI's global state."""
+    import numpy as np
+    import torch
+    from monai.utils import set_determinism
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    set_determinism(seed=seed)
