@@ -51,25 +51,85 @@ def _new_run_dir(models_dir: Path, name: str | None, dataset: str) -> Path:
     return run_dir
 
 
-def train(*, cfg: Config, models_dir: str | Path = "models", name: str | None = None, device: str | None = None,
-          progress: bool = True) -> Any:
-    """Train on ``cfg.data`` and write a run folder (config, split, metrics.csv, best.pt, last.pt)."""
-    import yaml
+def train(*, cfg: Config | None = None, models_dir: str | Path = "models", name: str | None = None,
+          device: str | None = None, progress: bool = True, resume: str | Path | None = None,
+          epochs: int | None = None) -> Any:
+    """Train on ``cfg.data`` and write a run folder (config, split, metrics.csv, best.pt, last.pt).
 
-    from segvol.data.records import write_split
+    With ``resume=<run folder>``, continue that run from its ``last.pt`` (same config and split; ``epochs`` may
+    extend it). A finished run is reported, not trained further.
+    """
     from segvol.training.trainer import fit
-    from segvol.utils import atomic_path, pick_device
+    from segvol.utils import pick_device
 
-    adapter, spec, groups, split = resolve_records(cfg)
+    if resume is not None:
+        return _resume(Path(resume), device=device, progress=progress, epochs=epochs)
+    if cfg is None:
+        raise SegvolError("train needs a config (or resume=<run folder>)")
+    _, spec, groups, split = resolve_records(cfg)
     if not groups["train"]:
         raise SegvolError(f"{cfg.data.root}: no training cases after the split")
     torch_device = pick_device(device or cfg.train.device)
-    run_dir = _new_run_dir(Path(models_dir), name, cfg.data.dataset)
+    run_dir = _prepare_run(cfg, split, Path(models_dir), name)
+    log.info("run folder: %s (%d train, %d val, %d test cases)", run_dir, len(groups["train"]), len(groups["val"]),
+             len(groups["test"]))
+    return fit(cfg, spec, groups, run_dir, torch_device, progress=progress, logger=_train_logger(run_dir))
+
+
+def _prepare_run(cfg: Config, split: dict[str, list[str]], models_dir: Path, name: str | None) -> Path:
+    """Rank 0 creates the run folder with the resolved config and split; other ranks wait and reuse it."""
+    import yaml
+
+    from segvol.config import distributed_env
+    from segvol.data.records import write_split
+    from segvol.utils import atomic_path
+
+    rank, _, world = distributed_env()
+    name = name or (f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}" if world == 1 else None)
+    if name is None:
+        raise SegvolError("under torchrun, give the run a --name so every rank uses the same folder")
+    if rank != 0:
+        return models_dir / name
+    run_dir = _new_run_dir(models_dir, name, cfg.data.dataset)
     with atomic_path(run_dir / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     write_split(split, run_dir / "split.json")
-    log.info("run folder: %s (%d train, %d val cases)", run_dir, len(groups["train"]), len(groups["val"]))
-    return fit(cfg, spec, groups, run_dir, torch_device, progress=progress)
+    return run_dir
+
+
+def _train_logger(run_dir: Path) -> Any:
+    """TensorBoard event files next to metrics.csv, when the evaluation package provides them."""
+    try:
+        from segvol.evaluation.tensorboard import TrainLogger
+    except ImportError:
+        return None
+    return TrainLogger(run_dir)
+
+
+def _resume(run_dir: Path, device: str | None, progress: bool, epochs: int | None) -> Any:
+    from segvol.config import config_from_dict
+    from segvol.data.records import apply_split, read_split
+    from segvol.data.registry import get_adapter
+    from segvol.training.checkpoint import load_checkpoint
+    from segvol.training.trainer import FitResult, fit
+    from segvol.utils import pick_device
+
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    cfg = config_from_dict(ckpt["config"])
+    if epochs is not None:
+        cfg = cfg.replace(train={"epochs": epochs})
+    done = int(ckpt["epoch"]) >= cfg.train.epochs or (ckpt.get("finished") and epochs is None)
+    if done:
+        log.warning("%s: run already finished at epoch %d (best val Dice %.4f at epoch %d); nothing to do "
+                    "(pass --epochs N to extend it)", run_dir, ckpt["epoch"], ckpt["best_metric"], ckpt["best_epoch"])
+        return FitResult(run_dir, float(ckpt["best_metric"]), int(ckpt["best_epoch"]))
+    ckpt["finished"] = False
+    adapter = get_adapter(cfg.data.dataset)
+    spec = adapter.task_spec(cfg)
+    groups = apply_split(adapter.find_records(cfg.data.root, cfg.data.modalities), read_split(run_dir / "split.json"))
+    log.info("resuming %s after epoch %d of %d", run_dir, ckpt["epoch"], cfg.train.epochs)
+    return fit(cfg, spec, groups, run_dir, pick_device(device or cfg.train.device), progress=progress,
+               resume=ckpt, logger=_train_logger(run_dir))
 
 
 def newest_run(models_dir: str | Path = "models", checkpoint: str = "best.pt") -> Path:

@@ -77,6 +77,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=_device, default=None, help=DEVICE_HELP)
     p.add_argument("--name", default=None, help="run folder name under --models (default: <dataset>-<time>)")
     p.add_argument("--models", default="models", help="where run folders go")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue models/<run> from its last.pt exactly where it stopped")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="with --resume: extend the run to N epochs")
 
 
 def _load_train_config(args: argparse.Namespace):  # noqa: ANN202
@@ -99,9 +102,9 @@ def _load_train_config(args: argparse.Namespace):  # noqa: ANN202
 def _run_train(args: argparse.Namespace) -> int:
     from segvol import api
 
-    cfg = _load_train_config(args)
+    cfg = None if args.resume else _load_train_config(args)
     result = api.train(cfg=cfg, models_dir=args.models, name=args.name, device=args.device,
-                       progress=not args.quiet)
+                       progress=not args.quiet, resume=args.resume, epochs=args.epochs)
     print(f"best val Dice {result.best_metric:.4f} at epoch {result.best_epoch}; "
           f"checkpoints and metrics in {result.run_dir}")
     return 0

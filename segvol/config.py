@@ -30,6 +30,7 @@ __all__ = [
     "config_dirs",
     "config_from_dict",
     "config_to_dict",
+    "distributed_env",
     "env_path",
     "find_config",
     "load_config",
@@ -45,8 +46,9 @@ class DataConfig:
     split_seed: int = 0
     labels: str = "binary"  # "binary" (softmax head) or, for BraTS, "regions" (TC/WT/ET, sigmoid head)
     modalities: tuple[str, ...] = ()  # BraTS sequences to stack as channels; empty = the dataset's default
-    cache_rate: float = 1.0  # fraction of training volumes whose deterministic prefix is kept in RAM
-    num_workers: int = 0  # DataLoader workers
+    cache: str = "ram"  # deterministic prefix cached: "ram", "disk" (<root>/.cache/<config hash>/) or "none"
+    cache_rate: float = 1.0  # fraction of volumes kept in RAM when cache="ram"
+    num_workers: int = 0  # DataLoader workers (0 = in the main process)
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     amp: bool = True  # mixed precision on CUDA (ignored on the CPU)
+    amp_dtype: str = "bf16"  # "bf16" or "fp16" (fp16 uses a gradient scaler)
+    gpu_augment: bool = True  # on CUDA: cached volumes live on the GPU; crops and augmentation run there
+    compile: bool = False  # torch.compile the network
     steps_per_epoch: int = 0  # 0 = one step per training volume
     max_val_cases: int = 0  # 0 = every validation case
+    lr_schedule: str = "none"  # "none", "cosine" (to 0 over the epochs) or "plateau" (ReduceLROnPlateau on val Dice)
+    patience: int = 0  # early stopping: validations without improvement before stopping (0 = off)
 
 
 @dataclass(frozen=True)
@@ -253,6 +260,12 @@ def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), 
     for name, section in sections.items():
         values = _merge(values, {name: section})
     return config_from_dict(values)
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """``(rank, local_rank, world_size)`` as set by ``torchrun`` (``(0, 0, 1)`` outside it)."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)))
 
 
 def env_path(name: str, default: str | None = None) -> str | None:

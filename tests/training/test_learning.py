@@ -10,7 +10,8 @@ import pytest
 from segvol import api
 from segvol.config import load_config
 from segvol.networks import build_network, network_args
-from segvol.training.trainer import _datasets, validate
+from segvol.training.data import cached_volumes
+from segvol.training.trainer import validate
 from tests.conftest import REPO
 
 UNTRAINED_MAX = 0.15
@@ -26,7 +27,7 @@ def test_tiny_model_learns_coronary_arteries(tmp_path):
     _, spec, groups, _ = api.resolve_records(cfg)
     torch.manual_seed(cfg.train.seed)
     untrained = build_network(network_args(cfg, spec.in_channels, spec.out_channels))
-    _, val_ds = _datasets(cfg, spec, groups["train"][:1], groups["val"])
+    val_ds = cached_volumes(groups["val"], cfg, spec)
     before = validate(untrained, val_ds, cfg, spec, torch.device("cpu"))["val_dice"]
 
     result = api.train(cfg=cfg, models_dir=tmp_path / "models", name="learn", device="cpu", progress=False)
