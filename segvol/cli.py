@@ -156,11 +156,37 @@ def _run_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------------- bench
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure training and inference speed on phantoms")
+    p.add_argument("--config", default="tiny", help="preset or YAML (tiny on the CPU, imagecas on a GPU)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
+    p.add_argument("--cases", type=_positive_int, default=4, help="phantom volumes to use")
+    p.add_argument("--size", choices=("small", "full"), default="small", help="phantom size")
+    p.add_argument("--steps", type=_positive_int, default=10, help="timed training steps per measurement")
+    p.add_argument("--data", default=None, help="an ImageCAS folder to use instead of fresh phantoms")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from segvol.bench import format_table, run_bench
+    from segvol.config import load_config
+    from segvol.utils import pick_device
+
+    cfg = load_config(args.config, args.overrides)
+    results = run_bench(cfg=cfg, device=pick_device(args.device), cases=args.cases, size=args.size,
+                        steps=args.steps, data=args.data, out_json=args.json)
+    print(format_table(results))
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "synth": (_add_synth, _run_synth),
     "train": (_add_train, _run_train),
     "export-onnx": (_add_export, _run_export),
     "infer": (_add_infer, _run_infer),
+    "bench": (_add_bench, _run_bench),
 }
 
 

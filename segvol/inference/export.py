@@ -37,6 +37,8 @@ def _export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> bool:
     spatial = {i: 16 * Dim(f"s{i}", min=1, max=64) for i in (2, 3, 4)}
     kwargs = dict(input_names=["image"], output_names=["logits"], dynamo=True, optimize=True, verbose=False)
     sink = io.StringIO()
+    for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         warnings.simplefilter("ignore")
         try:

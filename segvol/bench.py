@@ -1,0 +1,174 @@
+"""``segvol bench``: where the time goes in training and inference, measured on phantoms.
+
+Figures: model-only training rate on synthetic tensors; end-to-end training rate through the real data pipeline
+(cold and cached) and its ratio to the model-only rate; preprocessing seconds per volume (cold and cached);
+sliding-window inference seconds per volume with PyTorch and ONNX Runtime; one whole ``infer`` (load to save).
+On the CPU use a small preset and read the ratios; absolute figures mean something on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segvol.config import Config, config_to_dict
+from segvol.utils import atomic_path
+
+__all__ = ["run_bench", "format_table"]
+
+log = logging.getLogger(__name__)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / repeat
+
+
+def model_only(cfg: Config, spec: Any, device: torch.device, steps: int) -> dict[str, float]:
+    """Training steps/s on random tensors of the configured batch (num_samples patches of roi_size)."""
+    from segvol.training.trainer import _build, _autocast, make_loss
+    from segvol.training.distributed import DistInfo
+
+    state, _ = _build(cfg, spec, device, DistInfo())
+    loss_fn, (amp, dtype) = make_loss(cfg, spec), _autocast(cfg, device)
+    shape = (cfg.augment.num_samples, spec.in_channels, *cfg.preprocess.roi_size)
+    x = torch.randn(shape, device=device)
+    y = (torch.rand((shape[0], 1 if spec.activation == "softmax" else spec.out_channels, *shape[2:]),
+                    device=device) > 0.9).float()
+
+    def step() -> None:
+        state.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, enabled=amp, dtype=dtype):
+            loss = loss_fn(state.model(x), y)
+        loss.backward()
+        state.optimizer.step()
+
+    seconds = _timed(step, device, steps)
+    return {"model_steps_per_s": 1 / seconds, "model_patches_per_s": shape[0] / seconds}
+
+
+def pipeline(cfg: Config, spec: Any, records: list, device: torch.device, steps: int) -> dict[str, float]:
+    """Preprocessing per volume (cold, disk-cached) and end-to-end training patches/s (cold, cached)."""
+    from segvol.training.data import Augmented, cached_volumes
+    from segvol.training.distributed import DistInfo
+    from segvol.training.trainer import _autocast, _build, _loader, _train_epoch, make_loss
+
+    out: dict[str, float] = {}
+    for mode in ("none", "disk"):
+        vols = cached_volumes(records, cfg.replace(data={"cache": mode}), spec)
+        start = time.perf_counter()
+        for i in range(len(vols)):
+            vols[i]
+        key = "preprocess_cold_s_per_volume" if mode == "none" else "preprocess_cache_build_s_per_volume"
+        out[key] = (time.perf_counter() - start) / len(vols)
+    start = time.perf_counter()
+    for i in range(len(vols)):
+        vols[i]
+    out["preprocess_cached_s_per_volume"] = (time.perf_counter() - start) / len(vols)
+
+    class _NoBar:
+        disable = True
+
+        def update(self, n: int) -> None: ...
+
+        def set_postfix(self, **kw: Any) -> None: ...
+
+    for mode in ("none", "ram"):
+        c = cfg.replace(data={"cache": mode})
+        state, _ = _build(c, spec, device, DistInfo())
+        gpu = device if c.train.gpu_augment else None
+        ds = Augmented(cached_volumes(records, c, spec, gpu), c, gpu)
+        loss_fn, autocast = make_loss(c, spec), _autocast(c, device)
+        _train_epoch(state, _loader(ds, DistInfo(), device, c, 0), loss_fn, device, 2, autocast, _NoBar())
+        _sync(device)
+        start = time.perf_counter()
+        _train_epoch(state, _loader(ds, DistInfo(), device, c, 1), loss_fn, device, steps, autocast, _NoBar())
+        _sync(device)
+        rate = steps * c.augment.num_samples / (time.perf_counter() - start)
+        out["train_patches_per_s_" + ("cold" if mode == "none" else "cached")] = rate
+    return out
+
+
+def inference(cfg: Config, spec: Any, image_path: Path, device: torch.device, workdir: Path) -> dict[str, float]:
+    """Sliding window per volume with PyTorch and ONNX Runtime, and one whole ``infer`` (load to save)."""
+    from segvol import api
+    from segvol.inference.backends import load_model
+    from segvol.inference.predictor import _prefix
+    from segvol.networks import build_network, network_args
+    from segvol.training.checkpoint import save_checkpoint
+    from segvol.inference.core import sliding_window
+
+    args = network_args(cfg, spec.in_channels, spec.out_channels)
+    ckpt = workdir / "bench.pt"
+    save_checkpoint(ckpt, {"config": config_to_dict(cfg), "network": args, "task": spec.as_dict(),
+                           "state_dict": build_network(args).state_dict()})
+    onnx_path = api.export_onnx(checkpoint=ckpt, out=workdir / "bench.onnx").path
+    out: dict[str, float] = {}
+    for name, path in (("pytorch", ckpt), ("onnxruntime", onnx_path)):
+        model = load_model(path, device if name == "pytorch" else torch.device("cpu"))
+        image = _prefix(model)({"image": str(image_path)})["image"].unsqueeze(0).to(model.device)
+        with torch.inference_mode():
+            out[f"sliding_window_s_{name}"] = _timed(lambda: sliding_window(model.predict, image, cfg),
+                                                     model.device, repeat=1, warmup=1)
+    start = time.perf_counter()
+    (pred,) = api.infer(inputs=[image_path], model=ckpt, out=workdir / "seg.nii.gz", device=str(device),
+                        overwrite=True)
+    out["infer_end_to_end_s"] = time.perf_counter() - start
+    out.update({f"infer_{k}_s": v for k, v in pred.timings.items()})
+    return out
+
+
+def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = "small", steps: int = 10,
+              data: str | Path | None = None, out_json: str | Path | None = None) -> dict[str, Any]:
+    """Run every measurement on ``cases`` phantoms (or the ImageCAS folder ``data``) and return the figures."""
+    from segvol import api
+
+    with tempfile.TemporaryDirectory(prefix="segvol-bench-") as tmp:
+        work = Path(tmp)
+        root = Path(data) if data else work / "imagecas"
+        if not data:
+            api.synth(dataset=cfg.data.dataset, out=root, cases=cases, size=size, seed=0, progress=False)
+        cfg = cfg.replace(data={"root": str(root)})
+        _, spec, groups, _ = api.resolve_records(cfg)
+        records = (groups["train"] + groups["val"])[:cases]
+        results: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "cases": len(records),
+                                   "size": size, "roi_size": list(cfg.preprocess.roi_size),
+                                   "features": list(cfg.model.features), "patches_per_step": cfg.augment.num_samples}
+        log.info("bench: model only")
+        results.update(model_only(cfg, spec, device, steps))
+        log.info("bench: data pipeline")
+        results.update(pipeline(cfg, spec, records, device, steps))
+        results["pipeline_efficiency_cached"] = results["train_patches_per_s_cached"] / results["model_patches_per_s"]
+        log.info("bench: inference")
+        results.update(inference(cfg, spec, Path(records[0]["image"]), device, work))
+    if out_json:
+        with atomic_path(out_json) as tmp_json:
+            tmp_json.write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    width = max(len(k) for k in results)
+    lines = []
+    for key, value in results.items():
+        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        lines.append(f"{key:<{width}}  {text}")
+    return "\n".join(lines)
