@@ -114,7 +114,8 @@ class InferConfig:
     sw_batch_size: int = 4
     blend: str = "gaussian"  # "gaussian" or "constant"
     min_component_mm3: float = 0.0  # post-processing: drop components smaller than this (0 = off)
-    keep_largest: int = 0  # keep only the K largest components (0 = all)
+    keep_largest: int = 0  # keep only the K largest components per class (0 = all; ImageCAS: 2 trees)
+    fill_holes: bool = False  # fill enclosed holes in each class
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     suffix = "".join(target.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial" + suffix, dir=target.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path

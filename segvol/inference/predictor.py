@@ -19,6 +19,7 @@ from segvol.errors import SegvolError
 from segvol.inference.backends import LoadedModel
 from segvol.inference.core import sliding_window, to_label_index
 from segvol.inference.nifti import check_volume, save_like
+from segvol.inference.postprocess import postprocess
 from segvol.transforms import deterministic_prefix, inverse_transform
 
 __all__ = ["Prediction", "predict_volume", "infer_file", "regions_to_labels"]
@@ -85,6 +86,10 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
         if model.task["activation"] == "sigmoid":
             index = regions_to_labels(index, model.task)
     times["inference"] = time.perf_counter() - start
+    start = time.perf_counter()
+    index = postprocess(index.cpu(), model.cfg.infer, tuple(model.cfg.preprocess.spacing),
+                        int(model.task["out_channels"]))
+    times["postprocess"] = time.perf_counter() - start
     start = time.perf_counter()
     from monai.data import MetaTensor
 
