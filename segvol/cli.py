@@ -48,7 +48,7 @@ def _fraction(text: str) -> float:
 # ---------------------------------------------------------------------------------------------------------- synth
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write phantom scans in a dataset's real layout")
-    p.add_argument("dataset", help="imagecas")
+    p.add_argument("dataset", help="imagecas or brats")
     p.add_argument("--out", required=True, help="output folder, e.g. data/imagecas")
     p.add_argument("--cases", type=_positive_int, default=8)
     p.add_argument("--size", choices=("small", "full"), default="small",
@@ -131,7 +131,10 @@ def _run_export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------- infer
 def _add_infer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("infer", help="segment scans; masks land on each scan's own grid")
-    p.add_argument("inputs", nargs="+", help=".nii/.nii.gz scan(s)")
+    p.add_argument("inputs", nargs="*", help=".nii/.nii.gz scan(s), or BraTS case folder(s)")
+    p.add_argument("--image", nargs="+", default=None, metavar="FILE",
+                   help="the sequence files of ONE multi-channel scan, e.g. flair t1 t1ce t2 (named files are put in "
+                        "the model's order; otherwise give them in that order)")
     p.add_argument("--model", default=None, help=".onnx or .pt (default: models/model.onnx, else newest run)")
     p.add_argument("-o", "--out", default=None, help="output file (one input only); default <scan>_seg.nii.gz")
     p.add_argument("--out-dir", default=None, help="folder for the outputs (default: beside each input)")
@@ -145,10 +148,11 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
 def _run_infer(args: argparse.Namespace) -> int:
     from segvol import api
 
-    results = api.infer(inputs=args.inputs, model=args.model, out=args.out, out_dir=args.out_dir,
+    inputs = list(args.inputs) + ([args.image] if args.image else [])
+    results = api.infer(inputs=inputs, model=args.model, out=args.out, out_dir=args.out_dir,
                         device=args.device, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
                         overwrite=args.overwrite, models_dir=args.models, progress=not args.quiet)
-    for src, pred in zip(args.inputs, results):
+    for src, pred in zip(inputs, results):
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in pred.timings.items())
         total = sum(pred.timings.values())
         print(f"{src} -> {pred.output}  [{stages}; total {total:.2f}s; {int(pred.labels.astype(bool).sum())} "
@@ -181,12 +185,52 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------------------ app
+def _add_app(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="start the web app (Streamlit) on localhost")
+    p.add_argument("--port", type=_positive_int, default=8501)
+    p.add_argument("--model", default=None, help="ONNX model to preselect (sets MODEL_PATH)")
+
+
+def _run_app(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from segvol.app.logic import MAX_UPLOAD_MB
+
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        raise SegvolError("the app needs Streamlit: pip install 'segvol[app]'") from None
+    page = Path(__file__).parent / "app" / "streamlit_app.py"
+    env = dict(os.environ, **({"MODEL_PATH": str(Path(args.model).resolve())} if args.model else {}))
+    cmd = [sys.executable, "-m", "streamlit", "run", str(page), "--server.port", str(args.port),
+           "--server.headless", "true", "--server.maxUploadSize", str(MAX_UPLOAD_MB),
+           "--browser.gatherUsageStats", "false"]
+    return subprocess.call(cmd, env=env)
+
+
+# --------------------------------------------------------------------------------------------------------- import
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    from segvol.data.importers.command import add_import_parser
+
+    add_import_parser(sub)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from segvol.data.importers.command import run_import_command
+
+    return run_import_command(args)
+
+
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "synth": (_add_synth, _run_synth),
     "train": (_add_train, _run_train),
     "export-onnx": (_add_export, _run_export),
     "infer": (_add_infer, _run_infer),
     "bench": (_add_bench, _run_bench),
+    "import": (_add_import, _run_import),
+    "app": (_add_app, _run_app),
 }
 
 

@@ -1,0 +1,1 @@
+"""The segvol web app (Streamlit): a scan, its predicted mask, and a few controls."""

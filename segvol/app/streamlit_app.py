@@ -1,0 +1,81 @@
+"""Streamlit page: pick a model, upload a scan, look at the mask. Run with ``segvol app``."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from segvol.app.logic import (AXES, MAX_UPLOAD_MB, choose_model, dice_score, reference_mask, render_slice,
+                              segment_upload)
+from segvol.errors import SegvolError
+
+
+def _model_sidebar(workdir: Path):  # noqa: ANN202
+    st.sidebar.header("Model")
+    upload = st.sidebar.file_uploader("ONNX model", type=["onnx"], key="model_upload")
+    typed = st.sidebar.text_input("…or a path on the server", key="model_path")
+    uploaded = (upload.name, upload.getvalue()) if upload is not None else None
+    choice = choose_model(uploaded, typed, workdir)
+    st.sidebar.caption(f"Using **{choice.path}** ({choice.reason})")
+    return choice
+
+
+def _scan_inputs() -> list[tuple[str, bytes]]:
+    files = st.file_uploader("Scan (.nii / .nii.gz; the 4 BraTS sequences for a BraTS model)",
+                             accept_multiple_files=True, key="scan_upload")
+    typed = st.text_input("…or a scan path on the server", key="scan_path")
+    if files:
+        return [(f.name, f.getvalue()) for f in files]
+    if typed.strip():
+        path = Path(typed.strip()).expanduser()
+        if not path.is_file():
+            raise SegvolError(f"{path}: no such file")
+        return [(path.name, path.read_bytes())]
+    return []
+
+
+def _viewer(result) -> None:  # noqa: ANN001
+    st.success(f"Segmented in {result.seconds:.2f} s with {result.backend}; "
+               f"{int((result.mask > 0).sum())} foreground voxels")
+    view = st.radio("View", list(AXES), horizontal=True, key="axis")
+    axis = AXES[view]
+    depth = result.image.shape[axis]
+    default = int(result.mask.sum(axis=tuple(a for a in range(3) if a != axis)).argmax()) if result.mask.any() \
+        else depth // 2
+    index = st.slider("Slice", 0, depth - 1, default, key=f"slice_{axis}")
+    opacity = st.slider("Mask opacity (%)", 0, 100, 50, key="opacity") / 100
+    st.image(render_slice(result.image, result.mask, axis, index, opacity), caption=f"{view} slice {index}",
+             use_container_width=True, output_format="PNG")
+    st.download_button("Download mask (.nii.gz)", result.mask_bytes, file_name="mask.nii.gz",
+                       mime="application/gzip")
+    ref = st.file_uploader("Reference mask (optional, for Dice)", type=["gz", "nii"], key="ref_upload")
+    if ref is not None:
+        ref_mask = reference_mask((ref.name, ref.getvalue()), result.mask.shape)
+        st.metric("Dice vs reference", f"{dice_score(result.mask, ref_mask):.4f}")
+
+
+def main() -> None:
+    st.set_page_config(page_title="segvol", layout="wide")
+    st.title("segvol: 3D segmentation viewer")
+    st.caption(f"Uploads up to {MAX_UPLOAD_MB} MB; files are processed in a private temporary folder and deleted.")
+    workdir = Path(st.session_state.setdefault("workdir", tempfile.mkdtemp(prefix="segvol-app-models-")))
+    try:
+        model = _model_sidebar(workdir)
+        files = _scan_inputs()
+        if files:
+            key = (str(model.path), tuple((n, len(b)) for n, b in files))
+            if st.session_state.get("result_key") != key:
+                with st.spinner("Segmenting…"):
+                    st.session_state["result"] = segment_upload(files, model)
+                st.session_state["result_key"] = key
+            _viewer(st.session_state["result"])
+        else:
+            st.info("Upload a scan to segment it.")
+    except SegvolError as exc:
+        st.session_state.pop("result_key", None)
+        st.error(str(exc))
+
+
+main()

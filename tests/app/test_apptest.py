@@ -1,0 +1,34 @@
+"""The Streamlit page driven by Streamlit's AppTest (no browser)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+PAGE = str(Path(__file__).resolve().parents[2] / "segvol" / "app" / "streamlit_app.py")
+
+
+def test_page_segments_a_scan_from_a_path(onnx_model, imagecas_small):
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception and "Upload a scan" in at.info[0].value
+    at.text_input(key="model_path").input(str(onnx_model)).run()
+    assert str(onnx_model) in at.sidebar.caption[0].value and "typed" in at.sidebar.caption[0].value
+    at.text_input(key="scan_path").input(str(imagecas_small / "2.img.nii.gz")).run()
+    assert not at.exception and not at.error
+    assert "Segmented in" in at.success[0].value
+    assert len(at.slider) == 2  # slice and opacity
+    at.radio(key="axis").set_value("sagittal (x)").run()
+    assert not at.exception
+
+
+def test_missing_model_is_a_message(tmp_path, imagecas_small):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    at.text_input(key="model_path").input(str(tmp_path / "absent.onnx")).run()
+    at.text_input(key="scan_path").input(str(imagecas_small / "2.img.nii.gz")).run()
+    assert not at.exception and "model not found" in at.error[0].value
