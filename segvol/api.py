@@ -10,7 +10,8 @@ from typing import Any
 from segvol.config import Config, config_to_dict
 from segvol.errors import SegvolError
 
-__all__ = ["synth", "train", "export_onnx", "infer", "newest_run", "default_output", "resolve_records"]
+__all__ = ["synth", "train", "export_onnx", "infer", "newest_run", "default_output", "resolve_records",
+           "import_data"]
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,11 @@ def default_output(image: str | Path, out_dir: str | Path | None = None) -> Path
     """``scan.nii.gz`` -> ``scan_seg.nii.gz`` beside the input (or in ``out_dir``)."""
     from segvol.inference.nifti import strip_nifti_suffix
 
+    if isinstance(image, (list, tuple)):  # the sequences of one multi-channel scan: named after the first
+        image = image[0]
     image = Path(image)
+    if image.is_dir():  # a BraTS case folder: <case>_seg.nii.gz beside it (inside, it would clash with the label)
+        return (Path(out_dir) if out_dir else image.parent) / f"{image.name}_seg.nii.gz"
     folder = Path(out_dir) if out_dir else image.parent
     return folder / f"{strip_nifti_suffix(image.name)}_seg.nii.gz"
 
@@ -172,7 +177,12 @@ def infer(*, inputs: list[str | Path], model: str | Path | None = None, out: str
           out_dir: str | Path | None = None, device: str = "auto", sw_batch_size: int | None = None,
           overlap: float | None = None, overwrite: bool = False, models_dir: str | Path = "models",
           progress: bool = False) -> list[Any]:
-    """Segment each input scan and write its mask on the scan's own grid. Returns one Prediction per input."""
+    """Segment each input scan and write its mask on the scan's own grid. Returns one Prediction per input.
+
+    An input is a scan file, a list of files (the sequences of one multi-channel scan) or a BraTS case folder
+    (its sequences in the model's order; the mask goes beside the folder as ``<case>_seg.nii.gz``).
+    """
+    from segvol.data.brats import resolve_input
     from segvol.inference.backends import load_model
     from segvol.inference.predictor import infer_file
     from segvol.utils import check_writable_target, pick_device
@@ -188,6 +198,17 @@ def infer(*, inputs: list[str | Path], model: str | Path | None = None, out: str
     log.info("model: %s (%s)", loaded.path, loaded.backend)
     results = []
     for image, target in zip(inputs, outputs):
+        image = resolve_input(image, loaded.task.get("modalities", ()))  # case folder -> its sequences
         results.append(infer_file(loaded, image, target, sw_batch_size=sw_batch_size, overlap=overlap,
                                   progress=progress))
     return results
+
+
+def import_data(*, fmt: str, src: str | Path, out: str | Path, overwrite: bool = False, **options: Any) -> Any:
+    """Convert ``src`` (``brats-h5``, ``lgg-tiff`` or ``msd``) into BraTS-layout case folders under ``out``.
+
+    Returns an :class:`segvol.data.importers.ImportReport` (volumes written, volumes skipped with reasons).
+    """
+    from segvol.data.importers import run_import
+
+    return run_import(fmt, src, out, overwrite=overwrite, **options)

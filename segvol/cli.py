@@ -155,6 +155,7 @@ def _run_infer(args: argparse.Namespace) -> int:
     for src, pred in zip(inputs, results):
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in pred.timings.items())
         total = sum(pred.timings.values())
+        src = f"{src[0]} (+{len(src) - 1} sequences)" if isinstance(src, list) else src
         print(f"{src} -> {pred.output}  [{stages}; total {total:.2f}s; {int(pred.labels.astype(bool).sum())} "
               f"foreground voxels]")
     return 0

@@ -19,6 +19,8 @@ class TaskSpec:
         class_names: names of the foreground classes or regions that metrics report, in output order.
         modalities: the image channels' names, in order.
         label_transforms: MONAI transforms applied to the loaded label before resampling.
+        paint: for sigmoid regions, ``(channel, value)`` pairs painted in order to write predicted regions back as
+            one label map (BraTS: WT->2, then TC->1, then ET->4); empty = region ``c`` is painted ``c + 1``.
     """
 
     in_channels: int
@@ -27,7 +29,11 @@ class TaskSpec:
     class_names: tuple[str, ...]
     modalities: tuple[str, ...]
     label_transforms: tuple[Any, ...] = field(default=(), compare=False)
+    paint: tuple[tuple[int, int], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels, "activation": self.activation,
+        task = {"in_channels": self.in_channels, "out_channels": self.out_channels, "activation": self.activation,
                 "class_names": list(self.class_names), "modalities": list(self.modalities)}
+        if self.paint:
+            task["paint"] = [[int(c), int(v)] for c, v in self.paint]
+        return task

@@ -15,7 +15,19 @@ def _imagecas() -> Any:
     return ImageCAS()
 
 
-DATASETS: dict[str, Any] = {"imagecas": _imagecas}
+def _brats() -> Any:
+    from segvol.data.brats import BraTS
+
+    return BraTS()
+
+
+def _lgg() -> Any:
+    from segvol.data.brats import LGG
+
+    return LGG()
+
+
+DATASETS: dict[str, Any] = {"imagecas": _imagecas, "brats": _brats, "lgg": _lgg}
 
 
 def get_adapter(name: str) -> Any:

@@ -39,7 +39,13 @@ def _write_imagecas_case(out: Path, index: int, size: str, seed: int) -> list[Pa
     return paths
 
 
-PHANTOMS = {"imagecas": _write_imagecas_case}
+def _write_brats_case(out: Path, index: int, size: str, seed: int) -> list[Path]:
+    from segvol.data.phantoms.brats import write_brats_case
+
+    return write_brats_case(out, index, size, seed)
+
+
+PHANTOMS = {"imagecas": _write_imagecas_case, "brats": _write_brats_case}
 
 
 def write_phantoms(dataset: str, out: str | Path, cases: int, size: str = "small", seed: int = 0,
