@@ -195,7 +195,6 @@ def _add_app(sub: argparse._SubParsersAction) -> None:
 
 def _run_app(args: argparse.Namespace) -> int:
     import os
-    import subprocess
 
     from segvol.app.logic import MAX_UPLOAD_MB
 
@@ -208,7 +207,8 @@ def _run_app(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(page), "--server.port", str(args.port),
            "--server.headless", "true", "--server.maxUploadSize", str(MAX_UPLOAD_MB),
            "--browser.gatherUsageStats", "false"]
-    return subprocess.call(cmd, env=env)
+    os.execve(sys.executable, cmd, env)  # streamlit takes over this process (signals reach it directly)
+    return 0  # pragma: no cover
 
 
 # --------------------------------------------------------------------------------------------------------- import
