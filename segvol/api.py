@@ -173,15 +173,52 @@ def _default_model(models_dir: str | Path) -> Path:
     return onnx_path if onnx_path.is_file() else newest_run(models_dir)
 
 
-def infer(*, inputs: list[str | Path], model: str | Path | None = None, out: str | Path | None = None,
+def expand_inputs(inputs: list[Any], multichannel: bool) -> list[Any]:
+    """Globs -> matching files; a folder -> its scans (or, for a multi-channel model, one case folder).
+
+    Masks segvol wrote earlier (``*_seg.nii.gz``) and ImageCAS labels (``*.label.nii.gz``) are not inputs.
+    """
+    import glob
+
+    from segvol.inference.nifti import NIFTI_SUFFIXES
+
+    def is_scan(p: Path) -> bool:
+        name = p.name.lower()
+        return name.endswith(NIFTI_SUFFIXES) and "_seg." not in name and ".label." not in name
+
+    expanded: list[Any] = []
+    for item in inputs:
+        if isinstance(item, (list, tuple)):
+            expanded.append(item)
+            continue
+        text = str(item)
+        if any(c in text for c in "*?[") and not Path(text).exists():
+            matches = sorted(Path(m) for m in glob.glob(text))
+            if not matches:
+                raise SegvolError(f"{text}: no files match this pattern")
+            expanded += [m for m in matches if m.is_dir() or is_scan(m)]
+        elif Path(text).is_dir() and not multichannel:
+            scans = sorted(p for p in Path(text).iterdir() if p.is_file() and is_scan(p))
+            if not scans:
+                raise SegvolError(f"{text}: folder holds no .nii/.nii.gz scans")
+            expanded += scans
+        else:
+            expanded.append(Path(text))
+    return expanded
+
+
+def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path | None = None,
           out_dir: str | Path | None = None, device: str = "auto", sw_batch_size: int | None = None,
           overlap: float | None = None, overwrite: bool = False, models_dir: str | Path = "models",
-          progress: bool = False) -> list[Any]:
+          progress: bool = False, tta: bool = False) -> list[Any]:
     """Segment each input scan and write its mask on the scan's own grid. Returns one Prediction per input.
 
-    An input is a scan file, a list of files (the sequences of one multi-channel scan) or a BraTS case folder
-    (its sequences in the model's order; the mask goes beside the folder as ``<case>_seg.nii.gz``).
+    An input is a scan file, a glob, a folder of scans, a list of files (the sequences of one multi-channel scan)
+    or a BraTS case folder (its sequences in the model's order; the mask goes beside the folder as
+    ``<case>_seg.nii.gz``). ``tta`` averages the predictions over three axis flips.
     """
+    from tqdm.auto import tqdm
+
     from segvol.data.brats import resolve_input
     from segvol.inference.backends import load_model
     from segvol.inference.predictor import infer_file
@@ -189,18 +226,20 @@ def infer(*, inputs: list[str | Path], model: str | Path | None = None, out: str
 
     if not inputs:
         raise SegvolError("no input scans given")
+    loaded = load_model(model or _default_model(models_dir), pick_device(device))
+    log.info("model: %s (%s)", loaded.path, loaded.backend)
+    inputs = expand_inputs(list(inputs), int(loaded.task.get("in_channels", 1)) > 1)
     if out and len(inputs) > 1:
         raise SegvolError("-o/--out names one file; use --out-dir for several inputs")
     outputs = [Path(out) if out else default_output(p, out_dir) for p in inputs]
     for target in outputs:
         check_writable_target(target, overwrite)
-    loaded = load_model(model or _default_model(models_dir), pick_device(device))
-    log.info("model: %s (%s)", loaded.path, loaded.backend)
     results = []
-    for image, target in zip(inputs, outputs):
+    bar = tqdm(list(zip(inputs, outputs)), desc="infer", unit="scan", disable=not progress or len(inputs) < 2)
+    for image, target in bar:
         image = resolve_input(image, loaded.task.get("modalities", ()))  # case folder -> its sequences
         results.append(infer_file(loaded, image, target, sw_batch_size=sw_batch_size, overlap=overlap,
-                                  progress=progress))
+                                  progress=progress and len(inputs) == 1, tta=tta))
     return results
 
 

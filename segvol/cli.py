@@ -141,6 +141,7 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
     p.add_argument("--sw-batch-size", type=_positive_int, default=None, help="windows per forward pass")
     p.add_argument("--overlap", type=_fraction, default=None, help="sliding-window overlap in [0, 1)")
+    p.add_argument("--tta", action="store_true", help="average over three axis flips (4x the inference time)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--models", default="models")
 
@@ -151,14 +152,25 @@ def _run_infer(args: argparse.Namespace) -> int:
     inputs = list(args.inputs) + ([args.image] if args.image else [])
     results = api.infer(inputs=inputs, model=args.model, out=args.out, out_dir=args.out_dir,
                         device=args.device, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
-                        overwrite=args.overwrite, models_dir=args.models, progress=not args.quiet)
-    for src, pred in zip(inputs, results):
-        stages = ", ".join(f"{k} {v:.2f}s" for k, v in pred.timings.items())
-        total = sum(pred.timings.values())
-        src = f"{src[0]} (+{len(src) - 1} sequences)" if isinstance(src, list) else src
-        print(f"{src} -> {pred.output}  [{stages}; total {total:.2f}s; {int(pred.labels.astype(bool).sum())} "
-              f"foreground voxels]")
+                        overwrite=args.overwrite, models_dir=args.models, progress=not args.quiet,
+                        tta=args.tta)
+    print(_timing_table(results))
     return 0
+
+
+def _timing_table(results: list) -> str:
+    """One row per scan: output, foreground voxels, seconds per stage and in total; a summary for batches."""
+    stages = list(dict.fromkeys(k for pred in results for k in pred.timings))
+    head = ["output", "voxels", *stages, "total"]
+    rows = [[str(p.output), str(int(p.labels.astype(bool).sum())), *[f"{p.timings.get(k, 0):.2f}" for k in stages],
+             f"{sum(p.timings.values()):.2f}"] for p in results]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in [head, *rows]]
+    if len(results) > 1:
+        total = sum(sum(p.timings.values()) for p in results)
+        lines.append(f"{len(results)} scans in {total:.1f} s ({total / len(results):.2f} s per scan); stage times in s")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------------- bench

@@ -55,8 +55,29 @@ def _prefix(model: LoadedModel) -> Any:
     return Compose(deterministic_prefix(model.cfg, keys=("image",)))
 
 
+def _logits(model: LoadedModel, x: torch.Tensor, sw_batch_size: int | None, overlap: float | None,
+            progress: bool, tta: bool) -> torch.Tensor:
+    """Sliding-window logits; with ``tta``, the mean probability over the identity and three axis flips,
+    returned in logit form (log-probabilities for softmax heads) so thresholds and argmax keep their meaning."""
+    def run(v: torch.Tensor) -> torch.Tensor:
+        return sliding_window(model.predict, v, model.cfg, sw_batch_size=sw_batch_size, overlap=overlap,
+                              progress=progress).float()
+
+    logits = run(x)
+    if not tta:
+        return logits
+    softmax = model.task["activation"] == "softmax"
+    to_prob = (lambda t: torch.softmax(t, dim=1)) if softmax else torch.sigmoid
+    probs = to_prob(logits)
+    for axis in (2, 3, 4):
+        probs += to_prob(torch.flip(run(torch.flip(x, (axis,))), (axis,)))
+    probs = (probs / 4).clamp(1e-6, 1 - 1e-6)
+    return torch.log(probs) if softmax else torch.logit(probs)
+
+
 def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | None = None,
-                   overlap: float | None = None, progress: bool = False) -> tuple[Any, dict[str, float]]:
+                   overlap: float | None = None, progress: bool = False, tta: bool = False
+                   ) -> tuple[Any, dict[str, float]]:
     """Preprocess ``image_input`` (a path, or a list of paths for multi-channel data), predict and invert.
 
     Returns:
@@ -80,8 +101,7 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
                           f"the input has {image.shape[0]}")
     start = time.perf_counter()
     with torch.inference_mode():
-        logits = sliding_window(model.predict, image.unsqueeze(0).to(model.device), model.cfg,
-                                sw_batch_size=sw_batch_size, overlap=overlap, progress=progress)[0]
+        logits = _logits(model, image.unsqueeze(0).to(model.device), sw_batch_size, overlap, progress, tta)[0]
         index = to_label_index(logits.unsqueeze(0), model.task["activation"])[0]
         if model.task["activation"] == "sigmoid":
             index = regions_to_labels(index, model.task)
@@ -104,7 +124,7 @@ def _name(image_input: Any) -> str:
 
 
 def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path, sw_batch_size: int | None = None,
-               overlap: float | None = None, progress: bool = False) -> Prediction:
+               overlap: float | None = None, progress: bool = False, tta: bool = False) -> Prediction:
     """Predict one scan and write the label map on the scan's own grid (shape and affine checked)."""
     paths = list(image_input) if isinstance(image_input, (list, tuple)) else [image_input]
     refs = [check_volume(p, load_data=False) for p in paths]
@@ -112,7 +132,8 @@ def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path, sw_ba
     for p, other in zip(paths[1:], refs[1:]):
         if tuple(other.shape[:3]) != tuple(ref.shape[:3]) or not np.allclose(other.affine, ref.affine, atol=1e-3):
             raise SegvolError(f"{p}: grid {other.shape[:3]} differs from {paths[0]} {ref.shape[:3]}")
-    labels, times = predict_volume(model, paths if len(paths) > 1 else paths[0], sw_batch_size, overlap, progress)
+    labels, times = predict_volume(model, paths if len(paths) > 1 else paths[0], sw_batch_size, overlap, progress,
+                                   tta)
     array = labels[0].cpu().numpy().round().astype(np.uint8)
     if array.shape != tuple(ref.shape[:3]):
         raise SegvolError(f"{paths[0]}: internal error: prediction shape {array.shape} != input {ref.shape[:3]}")
