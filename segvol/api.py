@@ -99,12 +99,18 @@ def _prepare_run(cfg: Config, split: dict[str, list[str]], models_dir: Path, nam
 
 
 def _train_logger(run_dir: Path) -> Any:
-    """TensorBoard event files next to metrics.csv, when the evaluation package provides them."""
-    try:
-        from segvol.evaluation.tensorboard import TrainLogger
-    except ImportError:
+    """TensorBoard event files next to metrics.csv (rank 0 only)."""
+    from segvol.config import distributed_env
+
+    if distributed_env()[0] != 0:
         return None
-    return TrainLogger(run_dir)
+    try:
+        from segvol.training.tensorboard import TrainLogger
+
+        return TrainLogger(run_dir)
+    except ImportError:  # tensorboard missing: metrics.csv still has everything
+        log.warning("tensorboard is not installed; training curves go to metrics.csv only")
+        return None
 
 
 def _resume(run_dir: Path, device: str | None, progress: bool, epochs: int | None) -> Any:

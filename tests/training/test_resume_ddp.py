@@ -70,6 +70,13 @@ def test_early_stopping_and_schedule(tmp_path, imagecas_small):
     assert result.stopped_early and len(result.history) < 6  # lr 1e-12 cannot improve: stops after patience
     ckpt = load_checkpoint(tmp_path / "es" / "last.pt")
     assert ckpt["finished"] and ckpt["scheduler"]["last_epoch"] == len(result.history)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "es" / "tensorboard"))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    assert len(losses) == len(result.history) and "val/val_dice" in events.Tags()["scalars"]
+    assert losses[0] == pytest.approx(result.history[0]["loss"], rel=1e-5)
 
 
 @pytest.mark.slow
