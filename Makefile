@@ -23,7 +23,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(SEGVOL) synth imagecas --out data/demo --cases 8 --overwrite
 	$(SEGVOL) train --dataset imagecas --config tiny --data data/demo --name demo-$$(date +%Y%m%d-%H%M%S)
-	$(SEGVOL) export-onnx --out models/model.onnx
+	$(SEGVOL) export-onnx --out models/model.onnx --overwrite
 	$(SEGVOL) infer data/demo/8.img.nii.gz --model models/model.onnx --out-dir models/demo-output --overwrite
 	@echo
 	@echo "demo done: run folders with metrics.csv and checkpoints in models/, ONNX model models/model.onnx,"

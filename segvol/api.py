@@ -70,6 +70,10 @@ def train(*, cfg: Config | None = None, models_dir: str | Path = "models", name:
     _, spec, groups, split = resolve_records(cfg)
     if not groups["train"]:
         raise SegvolError(f"{cfg.data.root}: no training cases after the split")
+    from segvol.data.check import require_trainable  # headers only: a broken case stops training here
+
+    require_trainable([r for part in groups.values() for r in part], dataset=cfg.data.dataset, root=cfg.data.root,
+                      channels=spec.in_channels)
     torch_device = pick_device(device or cfg.train.device)
     run_dir = _prepare_run(cfg, split, Path(models_dir), name)
     log.info("run folder: %s (%d train, %d val, %d test cases)", run_dir, len(groups["train"]), len(groups["val"]),
@@ -149,7 +153,7 @@ def newest_run(models_dir: str | Path = "models", checkpoint: str = "best.pt") -
 
 
 def export_onnx(*, checkpoint: str | Path | None = None, out: str | Path = "models/model.onnx",
-                models_dir: str | Path = "models", overwrite: bool = True) -> Any:
+                models_dir: str | Path = "models", overwrite: bool = False) -> Any:
     """Export a checkpoint (default: the newest run's ``best.pt``) to ONNX and check it under ONNX Runtime."""
     from segvol.inference.export import export_onnx_file
     from segvol.training.checkpoint import load_checkpoint

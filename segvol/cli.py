@@ -116,12 +116,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="default: the newest run's best.pt under --models")
     p.add_argument("--out", default="models/model.onnx")
     p.add_argument("--models", default="models")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from segvol import api
 
-    res = api.export_onnx(checkpoint=args.checkpoint, out=args.out, models_dir=args.models)
+    res = api.export_onnx(checkpoint=args.checkpoint, out=args.out, models_dir=args.models,
+                          overwrite=args.overwrite)
     axes = "dynamic batch and spatial axes (multiples of 16)" if res.dynamic else "fixed input shape"
     print(f"wrote {res.path} ({axes}); max |ONNX Runtime - PyTorch| = {res.max_abs_diff:.2e} "
           f"on {len(res.checked_shapes)} random input(s)")
@@ -236,6 +238,19 @@ def _run_import(args: argparse.Namespace) -> int:
     return run_import_command(args)
 
 
+# ----------------------------------------------------------------------------------------------------- check-data
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    from segvol.data.check_cli import add_check_parser
+
+    add_check_parser(sub)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from segvol.data.check_cli import run_check_command
+
+    return run_check_command(args)
+
+
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "synth": (_add_synth, _run_synth),
     "train": (_add_train, _run_train),
@@ -243,6 +258,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "infer": (_add_infer, _run_infer),
     "bench": (_add_bench, _run_bench),
     "import": (_add_import, _run_import),
+    "check-data": (_add_check, _run_check),
     "app": (_add_app, _run_app),
 }
 
@@ -312,6 +328,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"segvol {args.command}: error: out of memory (try a smaller --sw-batch-size or --device cpu)",
               file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        if args.debug or "out of memory" not in str(exc).lower():
+            raise
+        print(f"segvol {args.command}: error: out of memory on the GPU ({str(exc).splitlines()[0][:100]}); try a "
+              f"smaller --sw-batch-size, or --device cpu", file=sys.stderr)
         return 2
 
 

@@ -92,6 +92,9 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
         raise SegvolError(f"{_name(image_input)}: cannot read the image data ({type(cause).__name__}: "
                           f"{str(cause).strip().splitlines()[0][:160] if str(cause).strip() else 'truncated?'})") from exc
     times["load"] = time.perf_counter() - start
+    if not bool(torch.isfinite(torch.as_tensor(data["image"])).all()):
+        raise SegvolError(f"{_name(image_input)}: the image holds NaN or Inf values; replace them (e.g. with the "
+                          f"background value) first")
     for t in prefix.transforms[1:]:
         data = t(data)
     times["preprocess"] = time.perf_counter() - start - times["load"]

@@ -7,6 +7,7 @@ arguments, the task (activation, class names, modalities), the weights, and the 
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     path = Path(path)
     if not path.is_file():
         raise SegvolError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; anything else is foreign or cut short
+        raise SegvolError(f"{path}: not a PyTorch checkpoint (not a zip archive: another format, or truncated)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

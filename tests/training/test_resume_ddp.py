@@ -82,7 +82,12 @@ def test_early_stopping_and_schedule(tmp_path, imagecas_small):
 @pytest.mark.slow
 def test_ddp_two_gloo_processes(tmp_path, imagecas_small):
     models = tmp_path / "models"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    import socket
+
+    with socket.socket() as sock:  # a free port, so parallel or lingering runs cannot collide
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "segvol", "train", "--dataset", "imagecas", "--config", TINY, "--data", str(imagecas_small),
            "--models", str(models), "--name", "ddp", "--device", "cpu", "--set", "train.epochs=2", *FAST]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
