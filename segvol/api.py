@@ -17,11 +17,28 @@ log = logging.getLogger(__name__)
 
 
 def synth(*, dataset: str, out: str | Path, cases: int = 8, size: str = "small", seed: int = 0,
-          overwrite: bool = False, progress: bool = True) -> list[Path]:
-    """Write phantom cases of ``dataset`` in its real layout (see :mod:`segvol.data.phantoms`)."""
+          overwrite: bool = False, progress: bool = True, dicom: bool = False) -> list[Path]:
+    """Write phantom cases of ``dataset`` in its real layout (see :mod:`segvol.data.phantoms`); with ``dicom``
+    (CT only) each scan also as a DICOM series folder ``<out>/dicom/<case>/``."""
     from segvol.data.phantoms import write_phantoms
 
-    return write_phantoms(dataset, out, cases, size=size, seed=seed, overwrite=overwrite, progress=progress)
+    if dicom and dataset != "imagecas":
+        raise SegvolError(f"--dicom: only CT phantoms (imagecas) are written as DICOM series, not {dataset}")
+    written = write_phantoms(dataset, out, cases, size=size, seed=seed, overwrite=overwrite, progress=progress)
+    if dicom:
+        import nibabel as nib
+        import numpy as np
+        from tqdm.auto import tqdm
+
+        from segvol.data.dicom import write_series
+
+        scans = [p for p in written if p.name.endswith(".img.nii.gz")]
+        for i, scan in enumerate(tqdm(scans, desc="dicom", unit="series", disable=not progress)):
+            img = nib.load(str(scan))
+            written.append(write_series(np.asanyarray(img.dataobj), img.affine,
+                                        Path(out) / "dicom" / scan.name[: -len(".img.nii.gz")],
+                                        seed=seed * 1000 + i, overwrite=overwrite))
+    return written
 
 
 def resolve_records(cfg: Config) -> tuple[Any, Any, dict[str, list[dict]], dict[str, list[str]]]:
@@ -186,10 +203,12 @@ def _default_model(models_dir: str | Path) -> Path:
 def expand_inputs(inputs: list[Any], multichannel: bool) -> list[Any]:
     """Globs -> matching files; a folder -> its scans (or, for a multi-channel model, one case folder).
 
-    Masks segvol wrote earlier (``*_seg.nii.gz``) and ImageCAS labels (``*.label.nii.gz``) are not inputs.
+    A folder with no NIfTI scans is a DICOM series when it holds DICOM files, else each of its series subfolders
+    is one. Masks segvol wrote earlier (``*_seg.nii.gz``) and ImageCAS labels (``*.label.nii.gz``) are not inputs.
     """
     import glob
 
+    from segvol.data.dicom import is_series_folder
     from segvol.inference.nifti import NIFTI_SUFFIXES
 
     def is_scan(p: Path) -> bool:
@@ -208,9 +227,14 @@ def expand_inputs(inputs: list[Any], multichannel: bool) -> list[Any]:
                 raise SegvolError(f"{text}: no files match this pattern")
             expanded += [m for m in matches if m.is_dir() or is_scan(m)]
         elif Path(text).is_dir() and not multichannel:
-            scans = sorted(p for p in Path(text).iterdir() if p.is_file() and is_scan(p))
+            folder = Path(text)
+            scans = sorted(p for p in folder.iterdir() if p.is_file() and is_scan(p))
+            if not scans and is_series_folder(folder):
+                scans = [folder]  # one DICOM series
+            elif not scans:  # a folder of DICOM series folders
+                scans = sorted(p for p in folder.iterdir() if p.is_dir() and is_series_folder(p))
             if not scans:
-                raise SegvolError(f"{text}: folder holds no .nii/.nii.gz scans")
+                raise SegvolError(f"{text}: folder holds no .nii/.nii.gz scans and no DICOM series")
             expanded += scans
         else:
             expanded.append(Path(text))
@@ -220,36 +244,49 @@ def expand_inputs(inputs: list[Any], multichannel: bool) -> list[Any]:
 def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path | None = None,
           out_dir: str | Path | None = None, device: str = "auto", sw_batch_size: int | None = None,
           overlap: float | None = None, overwrite: bool = False, models_dir: str | Path = "models",
-          progress: bool = False, tta: bool = False) -> list[Any]:
+          progress: bool = False, tta: bool = False, amp: bool = False, prob: bool = False, overlay: bool = False,
+          gif: bool = False, mesh: str | None = None) -> list[Any]:
     """Segment each input scan and write its mask on the scan's own grid. Returns one Prediction per input.
 
-    An input is a scan file, a glob, a folder of scans, a list of files (the sequences of one multi-channel scan)
-    or a BraTS case folder (its sequences in the model's order; the mask goes beside the folder as
-    ``<case>_seg.nii.gz``). ``tta`` averages the predictions over three axis flips.
+    An input is a scan file, a glob, a folder of scans, a DICOM series folder (or a folder of them), a list of files
+    (the sequences of one multi-channel scan) or a BraTS case folder (its sequences in the model's order). Masks of
+    folders go beside them as ``<folder>_seg.nii.gz``. ``tta`` averages the predictions over three axis flips;
+    ``amp`` runs PyTorch models in bf16 on CUDA. ``prob``, ``overlay``, ``gif`` and ``mesh`` (``"stl"`` or
+    ``"ply"``) add the outputs of :mod:`segvol.inference.outputs` next to each mask.
     """
     from tqdm.auto import tqdm
 
     from segvol.data.brats import resolve_input
+    from segvol.data.dicom import is_series_folder
     from segvol.inference.backends import load_model
+    from segvol.inference.outputs import ExtraOutputs, extra_targets
     from segvol.inference.predictor import infer_file
     from segvol.utils import check_writable_target, pick_device
 
     if not inputs:
         raise SegvolError("no input scans given")
+    if mesh is not None and mesh not in ("stl", "ply"):
+        raise SegvolError(f"--mesh {mesh!r}: expected stl or ply")
+    extras = ExtraOutputs(prob=prob, overlay=overlay, gif=gif, mesh=mesh)
     loaded = load_model(model or _default_model(models_dir), pick_device(device))
     log.info("model: %s (%s)", loaded.path, loaded.backend)
+    if amp and not (loaded.backend == "pytorch" and loaded.device.type == "cuda"):
+        log.warning("--amp applies to PyTorch models on CUDA; running in float32")
     inputs = expand_inputs(list(inputs), int(loaded.task.get("in_channels", 1)) > 1)
     if out and len(inputs) > 1:
         raise SegvolError("-o/--out names one file; use --out-dir for several inputs")
     outputs = [Path(out) if out else default_output(p, out_dir) for p in inputs]
     for target in outputs:
         check_writable_target(target, overwrite)
+        extra_targets(target, extras, overwrite)
     results = []
     bar = tqdm(list(zip(inputs, outputs)), desc="infer", unit="scan", disable=not progress or len(inputs) < 2)
     for image, target in bar:
-        image = resolve_input(image, loaded.task.get("modalities", ()))  # case folder -> its sequences
+        if not (isinstance(image, Path) and is_series_folder(image)):
+            image = resolve_input(image, loaded.task.get("modalities", ()))  # case folder -> its sequences
         results.append(infer_file(loaded, image, target, sw_batch_size=sw_batch_size, overlap=overlap,
-                                  progress=progress and len(inputs) == 1, tta=tta))
+                                  progress=progress and len(inputs) == 1, tta=tta, amp=amp, extras=extras,
+                                  overwrite=overwrite))
     return results
 
 
@@ -261,3 +298,46 @@ def import_data(*, fmt: str, src: str | Path, out: str | Path, overwrite: bool =
     from segvol.data.importers import run_import
 
     return run_import(fmt, src, out, overwrite=overwrite, **options)
+
+
+# ------------------------------------------------------------------------------------- evaluation, report, mesh
+__all__ += ["evaluate", "report", "mesh"]
+
+
+def evaluate(*, run: str | Path | None = None, split: str | None = None, data: str | Path | None = None,
+             pred: str | Path | None = None, ref: str | Path | None = None, images: str | Path | None = None,
+             labels: str = "auto", cldice: bool | None = None, out: str | Path | None = None, worst: int = 3,
+             gif: bool = True, device: str = "auto", progress: bool = True) -> Any:
+    """Score segmentations; returns a :class:`segvol.evaluation.evaluate.EvalResult`.
+
+    With ``run``: predict the run's ``split`` (default test, else val) with its ``best.pt`` and score against the
+    labels on the original grids (``data`` overrides the dataset folder). With ``pred`` and ``ref``: score two
+    folders of masks matched by case id (``images``: scans for the overlays; ``labels``: the label scheme).
+    ``cldice``: centreline Dice on/off (None: ImageCAS runs, binary masks). See docs/evaluation.md.
+    """
+    from segvol.evaluation.run import evaluate_folders, evaluate_run
+
+    if run is not None:
+        if pred is not None or ref is not None:
+            raise SegvolError("give either run=..., or pred=... and ref=..., not both")
+        return evaluate_run(run, split=split, out=out, device=device, data_root=data, worst=worst, gif=gif,
+                            progress=progress)
+    if pred is None or ref is None:
+        raise SegvolError("evaluate needs run=<run folder>, or both pred=<folder> and ref=<folder>")
+    return evaluate_folders(pred, ref, out=out, images=images, scheme=labels, vessel=cldice, worst=worst, gif=gif,
+                            progress=progress)
+
+
+def report(*, run: str | Path, eval_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Write ``<run>/report.md`` and ``<run>/report.html`` (training curves, metrics, gallery)."""
+    from segvol.evaluation.report import write_report
+
+    return write_report(run, eval_dir)
+
+
+def mesh(*, seg: str | Path, out: str | Path, smooth: int = 0, label: int | None = None, labels: str = "multi",
+         overwrite: bool = False) -> list[Any]:
+    """Surface mesh(es) of a mask in scanner mm, STL or PLY by ``out``'s suffix; one per label or region."""
+    from segvol.mesh import mesh_file
+
+    return mesh_file(seg, out, smooth=smooth, label=label, labels=labels, overwrite=overwrite)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from segvol.errors import SegvolError
+from segvol.evaluation import commands as evaluation_commands  # argparse only: evaluate, report, mesh
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -54,6 +55,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=("small", "full"), default="small",
                    help="full: real scanner grids (512x512x206-275); small: quick to train, for tests and demos")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dicom", action="store_true", help="also write each CT as a DICOM series in <out>/dicom/<case>/")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
 
 
@@ -61,8 +63,8 @@ def _run_synth(args: argparse.Namespace) -> int:
     from segvol import api
 
     paths = api.synth(dataset=args.dataset, out=args.out, cases=args.cases, size=args.size, seed=args.seed,
-                      overwrite=args.overwrite, progress=not args.quiet)
-    print(f"wrote {len(paths)} files to {args.out}")
+                      overwrite=args.overwrite, progress=not args.quiet, dicom=args.dicom)
+    print(f"wrote {len(paths)} files and folders to {args.out}")
     return 0
 
 
@@ -72,8 +74,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=None, help="imagecas (default: the config's)")
     p.add_argument("--config", default=None, help="preset name or YAML path (default: the dataset's preset)")
     p.add_argument("--data", default=None, help="dataset folder (default: the config's data.root)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override config values, e.g. --set train.epochs=5 data.cache=disk (repeatable)")
     p.add_argument("--device", type=_device, default=None, help=DEVICE_HELP)
     p.add_argument("--name", default=None, help="run folder name under --models (default: <dataset>-<time>)")
     p.add_argument("--models", default="models", help="where run folders go")
@@ -133,7 +135,8 @@ def _run_export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------- infer
 def _add_infer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("infer", help="segment scans; masks land on each scan's own grid")
-    p.add_argument("inputs", nargs="*", help=".nii/.nii.gz scan(s), or BraTS case folder(s)")
+    p.add_argument("inputs", nargs="*", help=".nii/.nii.gz scan(s), folders or globs of them, DICOM series "
+                                             "folder(s), or BraTS case folder(s)")
     p.add_argument("--image", nargs="+", default=None, metavar="FILE",
                    help="the sequence files of ONE multi-channel scan, e.g. flair t1 t1ce t2 (named files are put in "
                         "the model's order; otherwise give them in that order)")
@@ -144,6 +147,13 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sw-batch-size", type=_positive_int, default=None, help="windows per forward pass")
     p.add_argument("--overlap", type=_fraction, default=None, help="sliding-window overlap in [0, 1)")
     p.add_argument("--tta", action="store_true", help="average over three axis flips (4x the inference time)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (PyTorch models on CUDA)")
+    extra = p.add_argument_group("extra outputs (beside each mask)")
+    extra.add_argument("--prob", action="store_true", help="probability map <scan>_prob.nii.gz (float32)")
+    extra.add_argument("--overlay", action="store_true", help="three-view overlay <scan>_overlay.png")
+    extra.add_argument("--gif", action="store_true", help="axial slice sweep <scan>_seg.gif")
+    extra.add_argument("--mesh", action="store_true", help="surface mesh in scanner mm, <scan>_seg.stl")
+    extra.add_argument("--mesh-format", choices=("stl", "ply"), default="stl", help="mesh file format (default stl)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--models", default="models")
 
@@ -155,7 +165,8 @@ def _run_infer(args: argparse.Namespace) -> int:
     results = api.infer(inputs=inputs, model=args.model, out=args.out, out_dir=args.out_dir,
                         device=args.device, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
                         overwrite=args.overwrite, models_dir=args.models, progress=not args.quiet,
-                        tta=args.tta)
+                        tta=args.tta, amp=args.amp, prob=args.prob, overlay=args.overlay, gif=args.gif,
+                        mesh=args.mesh_format if args.mesh else None)
     print(_timing_table(results))
     return 0
 
@@ -179,7 +190,7 @@ def _timing_table(results: list) -> str:
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure training and inference speed on phantoms")
     p.add_argument("--config", default="tiny", help="preset or YAML (tiny on the CPU, imagecas on a GPU)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
     p.add_argument("--cases", type=_positive_int, default=4, help="phantom volumes to use")
     p.add_argument("--size", choices=("small", "full"), default="small", help="phantom size")
@@ -259,6 +270,9 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "bench": (_add_bench, _run_bench),
     "import": (_add_import, _run_import),
     "check-data": (_add_check, _run_check),
+    "evaluate": (evaluation_commands.add_evaluate, evaluation_commands.run_evaluate),
+    "report": (evaluation_commands.add_report, evaluation_commands.run_report),
+    "mesh": (evaluation_commands.add_mesh, evaluation_commands.run_mesh),
     "app": (_add_app, _run_app),
 }
 

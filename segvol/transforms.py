@@ -90,6 +90,8 @@ def build_transforms(cfg: Config, train: bool, keys: Sequence[str] = ("image", "
     return mt.Compose(steps)
 
 
-def inverse_transform(prefix: mt.Compose, key: str = "pred", orig_key: str = "image") -> mt.Invertd:
-    """Undo ``prefix`` on ``key`` (nearest-neighbour, for label maps) using ``orig_key``'s recorded operations."""
-    return mt.Invertd(keys=key, transform=prefix, orig_keys=orig_key, nearest_interp=True, to_tensor=True)
+def inverse_transform(prefix: mt.Compose, key: str = "pred", orig_key: str = "image", nearest: bool = True
+                      ) -> mt.Invertd:
+    """Undo ``prefix`` on ``key`` using ``orig_key``'s recorded operations: nearest-neighbour for label maps,
+    the forward interpolation (bilinear) for probabilities (``nearest=False``)."""
+    return mt.Invertd(keys=key, transform=prefix, orig_keys=orig_key, nearest_interp=nearest, to_tensor=True)

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 from segvol.errors import SegvolError
 
-__all__ = ["atomic_path", "pick_device", "seed_everything", "check_writable_target"]
+__all__ = ["atomic_path", "atomic_dir", "pick_device", "seed_everything", "check_writable_target"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,24 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; on success it replaces ``target`` (which must not exist unless
+    ``overwrite``). On any error the temporary folder is removed and ``target`` is left as it was."""
+    target = Path(target)
+    check_writable_target(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

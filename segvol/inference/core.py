@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from segvol.config import Config
 
-__all__ = ["sliding_window", "to_onehot", "to_label_index"]
+__all__ = ["sliding_window", "stitch_device", "to_onehot", "to_label_index"]
 
 
 def sliding_window(predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, cfg: Config,
@@ -27,6 +28,25 @@ def sliding_window(predict: Callable[[torch.Tensor], torch.Tensor], image: torch
         predictor=predict, overlap=cfg.infer.overlap if overlap is None else overlap, mode=cfg.infer.blend,
         device=device, progress=progress,
     )
+
+
+def stitch_device(image_shape: Sequence[int], out_channels: int, device: torch.device,
+                  free_bytes: int | None = None, share: float = 0.5) -> torch.device:
+    """Where the sliding-window output is accumulated: on ``device`` when the float32 output and MONAI's count map
+    fit in ``share`` of its free memory, else on the CPU (the windows still run on ``device``).
+
+    Args:
+        image_shape: (B, C, H, W, D) of the preprocessed input.
+        out_channels: channels of the model's output.
+        device: the model's device.
+        free_bytes: free accelerator memory (default: asked from CUDA).
+    """
+    if device.type != "cuda":
+        return device
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    need = int(image_shape[0]) * math.prod(int(s) for s in image_shape[2:]) * (out_channels + 1) * 4
+    return device if need <= share * free_bytes else torch.device("cpu")
 
 
 def to_onehot(logits: torch.Tensor, activation: str) -> torch.Tensor:

@@ -68,16 +68,27 @@ def same_grid(a, b, atol: float = 1e-3) -> bool:  # noqa: ANN001
 
 
 def save_like(array: np.ndarray, reference, path: str | Path, dtype: type = np.uint8) -> None:  # noqa: ANN001
-    """Save ``array`` on ``reference``'s grid (same shape, affine, qform/sform), written atomically."""
+    """Save ``array`` (3D, or 4D with channels last) on ``reference``'s grid, written atomically.
+
+    ``reference`` is the input's nibabel image (shape, affine, qform/sform and the rest of its header are kept) or
+    any object with ``shape`` and ``affine`` (a DICOM series: a fresh header, scanner qform/sform).
+    """
     import nibabel as nib
 
     if tuple(array.shape[:3]) != tuple(reference.shape[:3]):
         raise SegvolError(f"{path}: output shape {array.shape} does not match the input grid {reference.shape[:3]}")
-    header = reference.header.copy()
-    header.set_data_dtype(dtype)
-    out = nib.Nifti1Image(np.asarray(array, dtype=dtype), reference.affine, header=header)
-    out.set_qform(reference.get_qform(), code=int(reference.header["qform_code"]) or 1)
-    out.set_sform(reference.get_sform(), code=int(reference.header["sform_code"]) or 1)
+    affine = np.asarray(reference.affine, dtype=np.float64)
+    if hasattr(reference, "header"):
+        header = reference.header.copy()
+        header.set_data_dtype(dtype)
+        out = nib.Nifti1Image(np.asarray(array, dtype=dtype), affine, header=header)
+        out.set_qform(reference.get_qform(), code=int(reference.header["qform_code"]) or 1)
+        out.set_sform(reference.get_sform(), code=int(reference.header["sform_code"]) or 1)
+    else:
+        out = nib.Nifti1Image(np.asarray(array, dtype=dtype), affine)
+        out.set_qform(affine, code=1)
+        out.set_sform(affine, code=1)
+        out.header.set_xyzt_units("mm")
     out.header.set_slope_inter(1.0, 0.0)
     with atomic_path(path) as tmp:
         nib.save(out, str(tmp))

@@ -17,12 +17,12 @@ import torch
 
 from segvol.errors import SegvolError
 from segvol.inference.backends import LoadedModel
-from segvol.inference.core import sliding_window, to_label_index
+from segvol.inference.core import sliding_window, stitch_device, to_label_index
 from segvol.inference.nifti import check_volume, save_like
 from segvol.inference.postprocess import postprocess
 from segvol.transforms import deterministic_prefix, inverse_transform
 
-__all__ = ["Prediction", "predict_volume", "infer_file", "regions_to_labels"]
+__all__ = ["Prediction", "predict_volume", "infer_file", "regions_to_labels", "probabilities"]
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,38 @@ def _prefix(model: LoadedModel) -> Any:
     return Compose(deterministic_prefix(model.cfg, keys=("image",)))
 
 
+def _windows(model: LoadedModel, x: torch.Tensor, sw_batch_size: int | None, overlap: float | None,
+             progress: bool, amp: bool) -> torch.Tensor:
+    """Sliding-window logits of one input; the output is stitched on the CPU when it would not fit on the
+    accelerator (decided up front, and again after an out-of-memory error)."""
+    out_channels = int(model.task["out_channels"])
+    where = stitch_device(x.shape, out_channels, model.device)
+    if where != model.device:
+        log.info("stitching the sliding-window output on the CPU (%s voxels x %d channels do not fit on %s)",
+                 "x".join(str(s) for s in x.shape[2:]), out_channels, model.device)
+    use_amp = amp and model.backend == "pytorch" and model.device.type == "cuda"
+
+    def run(target: torch.device) -> torch.Tensor:
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            return sliding_window(model.predict, x, model.cfg, sw_batch_size=sw_batch_size, overlap=overlap,
+                                  device=target, progress=progress).float()
+
+    try:
+        return run(where)
+    except torch.OutOfMemoryError:
+        if where.type == "cpu":
+            raise
+        torch.cuda.empty_cache()
+        log.warning("%s ran out of memory; stitching the sliding-window output on the CPU instead", model.device)
+        return run(torch.device("cpu"))
+
+
 def _logits(model: LoadedModel, x: torch.Tensor, sw_batch_size: int | None, overlap: float | None,
-            progress: bool, tta: bool) -> torch.Tensor:
+            progress: bool, tta: bool, amp: bool = False) -> torch.Tensor:
     """Sliding-window logits; with ``tta``, the mean probability over the identity and three axis flips,
     returned in logit form (log-probabilities for softmax heads) so thresholds and argmax keep their meaning."""
     def run(v: torch.Tensor) -> torch.Tensor:
-        return sliding_window(model.predict, v, model.cfg, sw_batch_size=sw_batch_size, overlap=overlap,
-                              progress=progress).float()
+        return _windows(model, v, sw_batch_size, overlap, progress, amp)
 
     logits = run(x)
     if not tta:
@@ -70,20 +95,34 @@ def _logits(model: LoadedModel, x: torch.Tensor, sw_batch_size: int | None, over
     to_prob = (lambda t: torch.softmax(t, dim=1)) if softmax else torch.sigmoid
     probs = to_prob(logits)
     for axis in (2, 3, 4):
-        probs += to_prob(torch.flip(run(torch.flip(x, (axis,))), (axis,)))
+        probs += to_prob(torch.flip(run(torch.flip(x, (axis,))), (axis,)).to(probs.device))
     probs = (probs / 4).clamp(1e-6, 1 - 1e-6)
     return torch.log(probs) if softmax else torch.logit(probs)
 
 
+def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    """(C, ...) logits -> foreground probabilities: softmax without the background channel, or sigmoid per region."""
+    if activation == "softmax":
+        return torch.softmax(logits, dim=0)[1:]
+    return torch.sigmoid(logits)
+
+
 def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | None = None,
-                   overlap: float | None = None, progress: bool = False, tta: bool = False
-                   ) -> tuple[Any, dict[str, float]]:
-    """Preprocess ``image_input`` (a path, or a list of paths for multi-channel data), predict and invert.
+                   overlap: float | None = None, progress: bool = False, tta: bool = False, amp: bool = False,
+                   extras: dict[str, Any] | None = None) -> tuple[Any, dict[str, float]]:
+    """Preprocess ``image_input`` (a path, a DICOM series folder, or a list of paths for multi-channel data),
+    predict and invert.
+
+    Args:
+        amp: bf16 autocast (PyTorch models on CUDA only).
+        extras: optional requests, filled in place: ``"image"`` -> the scan's first channel on its own grid
+            (numpy), ``"prob"`` -> the foreground probabilities (C', H, W, D) on the input's grid (numpy float32,
+            before post-processing).
 
     Returns:
         ``(labels, timings)``: a (1, H, W, D) uint8 MetaTensor on the input's own grid and seconds per stage.
     """
-    prefix, times = _prefix(model), {}
+    prefix, times, extras = _prefix(model), {}, extras if extras is not None else {}
     start = time.perf_counter()
     try:
         data = prefix.transforms[0]({"image": image_input})
@@ -95,19 +134,25 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
     if not bool(torch.isfinite(torch.as_tensor(data["image"])).all()):
         raise SegvolError(f"{_name(image_input)}: the image holds NaN or Inf values; replace them (e.g. with the "
                           f"background value) first")
-    for t in prefix.transforms[1:]:
+    for i, t in enumerate(prefix.transforms[1:]):
         data = t(data)
+        if i == 0 and "image" in extras:  # after EnsureChannelFirstd: (C, H, W, D) on the input's grid
+            extras["image"] = np.asarray(data["image"][0].detach().cpu(), dtype=np.float32).copy()
     times["preprocess"] = time.perf_counter() - start - times["load"]
     image = data["image"]
     if image.shape[0] != model.task["in_channels"]:
         raise SegvolError(f"{_name(image_input)}: the model expects {model.task['in_channels']} channel(s), "
                           f"the input has {image.shape[0]}")
+    if image.ndim != 4:
+        raise SegvolError(f"{_name(image_input)}: expected a 3D volume, got data of shape {tuple(image.shape)}")
     start = time.perf_counter()
     with torch.inference_mode():
-        logits = _logits(model, image.unsqueeze(0).to(model.device), sw_batch_size, overlap, progress, tta)[0]
+        logits = _logits(model, image.unsqueeze(0).to(model.device), sw_batch_size, overlap, progress, tta, amp)[0]
         index = to_label_index(logits.unsqueeze(0), model.task["activation"])[0]
         if model.task["activation"] == "sigmoid":
             index = regions_to_labels(index, model.task)
+        prob = probabilities(logits, model.task["activation"]).cpu() if "prob" in extras else None
+    del logits
     times["inference"] = time.perf_counter() - start
     start = time.perf_counter()
     index = postprocess(index.cpu(), model.cfg.infer, tuple(model.cfg.preprocess.spacing),
@@ -118,6 +163,10 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
 
     data["pred"] = MetaTensor(index.cpu().float(), meta=dict(image.meta))
     labels = inverse_transform(prefix)(data)["pred"]
+    if prob is not None:
+        data["prob"] = MetaTensor(prob, meta=dict(image.meta))
+        inverted = inverse_transform(prefix, key="prob", nearest=False)(data)["prob"]
+        extras["prob"] = np.clip(np.asarray(inverted.detach().cpu(), dtype=np.float32), 0.0, 1.0)
     times["invert"] = time.perf_counter() - start
     return labels, times
 
@@ -126,24 +175,51 @@ def _name(image_input: Any) -> str:
     return str(image_input[0] if isinstance(image_input, (list, tuple)) else image_input)
 
 
-def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path, sw_batch_size: int | None = None,
-               overlap: float | None = None, progress: bool = False, tta: bool = False) -> Prediction:
-    """Predict one scan and write the label map on the scan's own grid (shape and affine checked)."""
-    paths = list(image_input) if isinstance(image_input, (list, tuple)) else [image_input]
+def _input_grid(paths: list[Any]) -> Any:
+    """The input's grid checked before any work: a nibabel image (NIfTI), or None for a DICOM series (its grid is
+    what MONAI's reader returns, taken from the prediction)."""
+    from segvol.data.dicom import check_series, is_series_folder
+
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        if not is_series_folder(paths[0]):
+            raise SegvolError(f"{paths[0]}: folder holds neither .nii/.nii.gz scans nor a DICOM series")
+        check_series(paths[0])  # every slice readable and present, or a one-line error
+        return None
     refs = [check_volume(p, load_data=False) for p in paths]
-    ref = refs[0]
     for p, other in zip(paths[1:], refs[1:]):
-        if tuple(other.shape[:3]) != tuple(ref.shape[:3]) or not np.allclose(other.affine, ref.affine, atol=1e-3):
-            raise SegvolError(f"{p}: grid {other.shape[:3]} differs from {paths[0]} {ref.shape[:3]}")
+        if tuple(other.shape[:3]) != tuple(refs[0].shape[:3]) or not np.allclose(other.affine, refs[0].affine,
+                                                                                 atol=1e-3):
+            raise SegvolError(f"{p}: grid {other.shape[:3]} differs from {paths[0]} {refs[0].shape[:3]}")
+    return refs[0]
+
+
+def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path, sw_batch_size: int | None = None,
+               overlap: float | None = None, progress: bool = False, tta: bool = False, amp: bool = False,
+               extras: Any = None, overwrite: bool = False) -> Prediction:
+    """Predict one scan (NIfTI file(s) or a DICOM series folder) and write the label map on the scan's own grid
+    (shape and affine checked), plus the optional outputs of :class:`segvol.inference.outputs.ExtraOutputs`."""
+    from segvol.data.dicom import SeriesGrid
+    from segvol.inference.outputs import extra_targets, write_extras
+
+    paths = list(image_input) if isinstance(image_input, (list, tuple)) else [image_input]
+    ref = _input_grid(paths)
+    targets = extra_targets(out_path, extras, overwrite)
+    found = extras.wanted() if extras else {}
     labels, times = predict_volume(model, paths if len(paths) > 1 else paths[0], sw_batch_size, overlap, progress,
-                                   tta)
+                                   tta, amp, found)
     array = labels[0].cpu().numpy().round().astype(np.uint8)
+    affine = np.asarray(labels.affine, dtype=np.float64)
+    if ref is None:  # DICOM: the grid MONAI read (RAS, from ImagePositionPatient/Orientation and PixelSpacing)
+        ref = SeriesGrid(tuple(int(s) for s in array.shape), affine)
     if array.shape != tuple(ref.shape[:3]):
         raise SegvolError(f"{paths[0]}: internal error: prediction shape {array.shape} != input {ref.shape[:3]}")
-    affine = np.asarray(labels.affine, dtype=np.float64)
     if not np.allclose(affine, ref.affine, atol=1e-3):
         raise SegvolError(f"{paths[0]}: internal error: prediction affine differs from the input's")
     start = time.perf_counter()
     save_like(array, ref, out_path)
     times["save"] = time.perf_counter() - start
-    return Prediction(labels=array, affine=ref.affine, output=Path(out_path), timings=times)
+    if targets:
+        start = time.perf_counter()
+        write_extras(targets, array, ref, found, overwrite)
+        times["extras"] = time.perf_counter() - start
+    return Prediction(labels=array, affine=np.asarray(ref.affine), output=Path(out_path), timings=times)

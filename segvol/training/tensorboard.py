@@ -1,4 +1,6 @@
-"""TensorBoard event files written during training, next to ``metrics.csv`` (``tensorboard --logdir models``)."""
+"""TensorBoard event files written during training, next to ``metrics.csv`` (``tensorboard --logdir models``):
+every numeric column of an epoch's row as a scalar (``train/loss``, ``train/lr``, ``train/time_s``, ``val/val_dice``,
+``val/dice_<class>``) and, per validation, a preview image of the first validation case."""
 
 from __future__ import annotations
 
@@ -7,9 +9,46 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainLogger"]
+import numpy as np
+
+__all__ = ["TrainLogger", "preview_image"]
 
 log = logging.getLogger(__name__)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def _squeeze(x: Any) -> np.ndarray:
+    """(B, C, H, W, D) / (C, H, W, D) / (H, W, D) -> (H, W, D): first batch item, first channel."""
+    arr = _to_numpy(x)
+    while arr.ndim > 3:
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise ValueError(f"expected a 3D volume (optionally with batch and channel axes), got shape {arr.shape}")
+    return arr
+
+
+def preview_image(image: Any, label: Any, pred: Any) -> np.ndarray:
+    """(3, H, W) uint8 RGB: the axial slice with the most reference foreground, reference green, prediction red,
+    overlap yellow (the colours of :mod:`segvol.evaluation.overlays`).
+
+    Args:
+        image: the scan, (H, W, D) with optional leading batch/channel axes (first channel shown).
+        label: reference mask or label map, same grid; anything non-zero is foreground.
+        pred: predicted mask or label map, same grid.
+    """
+    from segvol.evaluation.overlays import overlay_rgb
+
+    img, ref, prd = _squeeze(image), _squeeze(label) != 0, _squeeze(pred) != 0
+    counts = ref.sum(axis=(0, 1)) if ref.any() else prd.sum(axis=(0, 1))
+    k = int(np.argmax(counts)) if counts.any() else img.shape[2] // 2
+    lo, hi = np.percentile(img, [1, 99.5])
+    rgb = overlay_rgb(img[:, :, k].T[::-1], ref[:, :, k].T[::-1], prd[:, :, k].T[::-1], (float(lo), float(hi)))
+    return rgb.transpose(2, 0, 1)
 
 
 class TrainLogger:
@@ -26,6 +65,11 @@ class TrainLogger:
             if key == "epoch" or not isinstance(value, (int, float)) or math.isnan(float(value)):
                 continue
             self.writer.add_scalar(f"{groups.get(key, 'val')}/{key}", float(value), epoch)
+        self.writer.flush()
+
+    def log_preview(self, epoch: int, image: Any, label: Any, pred: Any, tag: str = "val/preview") -> None:
+        """Add one overlay image (see :func:`preview_image`) at step ``epoch``."""
+        self.writer.add_image(tag, preview_image(image, label, pred), epoch, dataformats="CHW")
         self.writer.flush()
 
     def close(self) -> None:

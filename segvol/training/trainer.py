@@ -80,12 +80,13 @@ def _autocast(cfg: Config, device: torch.device) -> tuple[bool, torch.dtype]:
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, val_ds: Any, cfg: Config, spec: TaskSpec, device: torch.device,
-             amp: bool = False, info: DistInfo | None = None, amp_dtype: torch.dtype = torch.bfloat16
-             ) -> dict[str, float]:
+             amp: bool = False, info: DistInfo | None = None, amp_dtype: torch.dtype = torch.bfloat16,
+             preview: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """Sliding-window Dice per class on the 1 mm grid; cases are sharded over ranks and the sums reduced.
 
     Returns ``{"val_dice": mean over classes, "dice_<class>": mean over cases}``; cases whose reference and
-    prediction are both empty for a class are left out of that class's mean.
+    prediction are both empty for a class are left out of that class's mean. ``preview`` (a dict), when given,
+    receives the first case's ``image``, ``label`` and ``pred`` as CPU label maps (foreground = any class).
     """
     from monai.metrics import DiceMetric
 
@@ -104,6 +105,9 @@ def validate(model: torch.nn.Module, val_ds: Any, cfg: Config, spec: TaskSpec, d
         if spec.activation == "softmax":
             label = torch.zeros_like(pred).scatter_(1, label.long(), 1)
         scores = metric(y_pred=pred, y=label)[0].double().cpu()
+        if preview is not None and not preview:
+            fg = 1 if spec.activation == "softmax" else 0  # softmax: channel 0 is the background
+            preview.update(image=image[0, 0].cpu(), label=label[0, fg:].amax(0).cpu(), pred=pred[0, fg:].amax(0).cpu())
         sums[0] += torch.nan_to_num(scores, nan=0.0)
         sums[1] += (~scores.isnan()).double()
     sums = all_reduce_sum(sums, info).cpu()
@@ -286,8 +290,11 @@ def fit(cfg: Config, spec: TaskSpec, splits: dict[str, list[Record]], run_dir: P
                                "lr": state.optimizer.param_groups[0]["lr"]}
         is_best = False
         if val_ds is not None and (state.epoch % cfg.train.val_every == 0 or state.epoch == cfg.train.epochs):
-            scores = validate(state.model, val_ds, cfg, spec, device, autocast[0], info, autocast[1])
+            shown: dict[str, torch.Tensor] | None = {} if info.is_main and hasattr(logger, "log_preview") else None
+            scores = validate(state.model, val_ds, cfg, spec, device, autocast[0], info, autocast[1], shown)
             row.update({k: round(v, 6) for k, v in scores.items()})
+            if shown:
+                logger.log_preview(state.epoch, shown["image"], shown["label"], shown["pred"])
             is_best = _after_validation(state, cfg, row)
         if isinstance(state.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             state.scheduler.step()

@@ -72,10 +72,12 @@ def test_early_stopping_and_schedule(tmp_path, imagecas_small):
     assert ckpt["finished"] and ckpt["scheduler"]["last_epoch"] == len(result.history)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tmp_path / "es" / "tensorboard"))
+    events = EventAccumulator(str(tmp_path / "es" / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     losses = [e.value for e in events.Scalars("train/loss")]
     assert len(losses) == len(result.history) and "val/val_dice" in events.Tags()["scalars"]
+    previews = events.Images("val/preview")  # one overlay of the first validation case per validation
+    assert len(previews) == len(result.history) and previews[0].width > 8 and previews[0].height > 8
     assert losses[0] == pytest.approx(result.history[0]["loss"], rel=1e-5)
 
 

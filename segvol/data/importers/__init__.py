@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from segvol.errors import SegvolError
-from segvol.utils import atomic_path
+from segvol.utils import atomic_dir, atomic_path
 
 __all__ = ["IMPORTERS", "ImportReport", "CaseWriter", "run_import"]
 
@@ -63,18 +61,11 @@ class CaseWriter:
         from segvol.data.phantoms import save_nifti
 
         self.check(case)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{case}.", suffix=".partial", dir=self.out))
-        try:
+        target = self.out / case
+        with atomic_dir(target, overwrite=True) as tmp:
             for name, array in volumes.items():
                 save_nifti(np.asarray(array, np.uint8 if name == "seg" else array.dtype), affine,
                            tmp / f"{case}_{name}.nii.gz")
-            target = self.out / case
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
 
     def manifest(self, info: dict[str, Any]) -> None:

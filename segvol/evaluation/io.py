@@ -1,0 +1,133 @@
+"""Reading masks and scans for evaluation, and matching two folders of masks by case id.
+
+Matching rule: a file's case id is its name without ``.nii.gz`` / ``.nii``, then without any trailing ``_seg``,
+``-seg``, ``.label`` and ``.img`` (repeatedly, in any order). So ImageCAS ``12.label.nii.gz`` (reference),
+``12.img_seg.nii.gz`` (what ``segvol infer`` writes) and ``12.img.nii.gz`` (the scan) all read as case ``12``, and
+BraTS ``BraTS20_Training_001_seg.nii.gz`` as ``BraTS20_Training_001``. When two files of one folder give the same
+id, a mask folder keeps the one named like a mask (``_seg``, ``-seg``, ``.label``) and an image folder the other;
+anything still ambiguous is an error naming both files. Reference folders may hold one folder per case (BraTS):
+their ``*seg.nii(.gz)`` files are found one level down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from segvol.errors import SegvolError
+
+__all__ = ["case_id", "index_folder", "match_folders", "load_mask", "load_scan", "spacing_of",
+           "check_same_grid", "load_pair", "MASK_MARKERS"]
+
+MASK_MARKERS = ("_seg", "-seg", ".label")
+_STRIP = MASK_MARKERS + (".img",)
+
+
+def _stem(name: str) -> str | None:
+    low = name.lower()
+    for suffix in (".nii.gz", ".nii"):
+        if low.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def case_id(name: str) -> str:
+    """The case id of a file name (see the module doc); e.g. ``12.img_seg.nii.gz`` -> ``12``."""
+    stem = _stem(name) or name
+    changed = True
+    while changed:
+        changed = False
+        for marker in _STRIP:
+            if stem.lower().endswith(marker) and len(stem) > len(marker):
+                stem, changed = stem[: -len(marker)], True
+    return stem
+
+
+def _is_mask_name(name: str) -> bool:
+    stem = (_stem(name) or name).lower()
+    return any(m in stem for m in MASK_MARKERS)
+
+
+def index_folder(folder: str | Path, masks: bool = True) -> dict[str, Path]:
+    """``{case id: file}`` for the NIfTI files of ``folder`` (``masks``: prefer mask-named files, else scans)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SegvolError(f"{folder}: no such folder")
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and _stem(p.name) and not p.name.startswith(".")]
+    if masks:
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            files += [p for p in sorted(sub.iterdir()) if p.is_file() and _stem(p.name)
+                      and (_stem(p.name) or "").lower().endswith("seg")]
+    found: dict[str, Path] = {}
+    for path in files:
+        cid = case_id(path.name)
+        if cid not in found:
+            found[cid] = path
+            continue
+        old = found[cid]
+        if _is_mask_name(old.name) != _is_mask_name(path.name):
+            found[cid] = path if _is_mask_name(path.name) == masks else old
+        else:
+            raise SegvolError(f"{path}: same case id {cid!r} as {old}; keep one of them in {folder}")
+    if not found:
+        raise SegvolError(f"{folder}: holds no .nii/.nii.gz files")
+    return found
+
+
+def match_folders(pred_dir: str | Path, ref_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """``(case id, prediction, reference)`` for every id in both folders; none in common is an error."""
+    preds, refs = index_folder(pred_dir), index_folder(ref_dir)
+    common = sorted(set(preds) & set(refs), key=lambda c: (len(c), c))
+    if not common:
+        raise SegvolError(f"{pred_dir}: no case id in common with {ref_dir} (e.g. {next(iter(preds))!r} vs "
+                          f"{next(iter(refs))!r}); names are matched after stripping _seg, .label, .img, .nii(.gz)")
+    return [(c, preds[c], refs[c]) for c in common]
+
+
+def load_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """An integer label map (float files rounded) and its affine; a 4D file with one volume is squeezed."""
+    from segvol.inference.nifti import check_volume
+
+    img = check_volume(path)
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 4:
+        data = data[..., 0]
+    if not np.isfinite(data).all():
+        raise SegvolError(f"{path}: the mask holds NaN or Inf values")
+    return np.rint(data).astype(np.int16), np.asarray(img.affine, dtype=np.float64)
+
+
+def load_scan(path: str | Path | list) -> np.ndarray:
+    """The first channel of a scan (a path, or a list of sequence paths) as float32."""
+    from segvol.inference.nifti import read_header
+
+    first = path[0] if isinstance(path, (list, tuple)) else path
+    img = read_header(first)
+    data = np.asanyarray(img.dataobj, dtype=np.float32)
+    return data[..., 0] if data.ndim == 4 else data
+
+
+def spacing_of(affine: np.ndarray) -> tuple[float, ...]:
+    """Voxel size in mm per axis (column norms of the affine)."""
+    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+
+
+def check_same_grid(pred_path: Path, pred_shape: tuple, pred_affine: np.ndarray, ref_path: Path, ref_shape: tuple,
+                    ref_affine: np.ndarray) -> None:
+    """Prediction and reference must share a grid: shape and affine (1e-3 mm)."""
+    if tuple(pred_shape) != tuple(ref_shape):
+        raise SegvolError(f"{pred_path}: shape {tuple(pred_shape)} differs from the reference {ref_path} "
+                          f"{tuple(ref_shape)}; resample the prediction onto the reference grid first")
+    if not np.allclose(pred_affine, ref_affine, atol=1e-3):
+        raise SegvolError(f"{pred_path}: affine differs from the reference {ref_path}; the masks are not on the "
+                          f"same grid")
+
+
+
+def load_pair(pred_path: str | Path, ref_path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prediction and reference label maps checked to share one grid, and that grid's affine."""
+    pred, pred_affine = load_mask(pred_path)
+    ref, ref_affine = load_mask(ref_path)
+    check_same_grid(Path(pred_path), pred.shape, pred_affine, Path(ref_path), ref.shape, ref_affine)
+    return pred, ref, ref_affine

@@ -1,0 +1,162 @@
+"""Array-level segmentation metrics for one binary mask pair, in millimetres where distances are concerned.
+
+Every function takes two boolean arrays of the same shape (prediction, reference) and, for distances, the voxel
+spacing in mm. Surface distances use MONAI (``compute_hausdorff_distance``, ``compute_average_surface_distance``);
+overlap counts are plain NumPy so that the edge cases below are exact.
+
+Edge cases (the same everywhere: metrics.csv, summary.json, the report):
+
+=====================  ===========  ==================  ===============  =================  ============
+case                   Dice / IoU   precision           sensitivity      HD95 / ASD (mm)    clDice
+=====================  ===========  ==================  ===============  =================  ============
+both empty             1            1                   1                0                  1
+prediction empty only  0            NaN (0/0)           0                inf                0
+reference empty only   0            0                   NaN (0/0)        inf                0
+=====================  ===========  ==================  ===============  =================  ============
+
+``inf`` means "no surface to measure to"; ``NaN`` means "undefined ratio". Summaries (:mod:`.summary`) average
+only finite values and count the others. Volume difference in % is ``inf`` when the reference is empty and the
+prediction is not (0 when both are empty).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["overlap_metrics", "surface_distances", "cldice", "count_components", "binary_metrics",
+           "crop_to_union", "METRIC_NAMES", "CONNECTIVITY"]
+
+CONNECTIVITY = 3  # 26-neighbourhood in 3D for connected components (scipy's generate_binary_structure rank 3)
+
+METRIC_NAMES = ("dice", "iou", "precision", "sensitivity", "hd95_mm", "asd_mm", "ref_ml", "pred_ml",
+                "vol_diff_ml", "vol_diff_pct", "fp_ml", "fn_ml", "cldice", "ref_components", "pred_components")
+
+
+def crop_to_union(pred: np.ndarray, ref: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Crop both masks to the bounding box of their union plus ``margin`` voxels (no metric here changes)."""
+    union = pred | ref
+    if not union.any():
+        return pred[:0, :0, :0], ref[:0, :0, :0]
+    lo_hi = [np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != ax)))
+             for ax in range(union.ndim)]
+    box = tuple(slice(max(int(i[0]) - margin, 0), int(i[-1]) + margin + 1) for i in lo_hi)
+    return pred[box], ref[box]
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den else math.nan
+
+
+def overlap_metrics(pred: np.ndarray, ref: np.ndarray, voxel_ml: float = 1e-3) -> dict[str, float]:
+    """Dice, IoU, precision, sensitivity and volumes (mL) of two boolean masks; see the module table.
+
+    Args:
+        pred: predicted mask (bool).
+        ref: reference mask (bool), same shape.
+        voxel_ml: volume of one voxel in millilitres (product of the spacing in mm / 1000).
+    """
+    tp = float(np.count_nonzero(pred & ref))
+    n_pred, n_ref = float(np.count_nonzero(pred)), float(np.count_nonzero(ref))
+    fp, fn = n_pred - tp, n_ref - tp
+    if n_pred == 0 and n_ref == 0:
+        dice = iou = precision = sensitivity = 1.0
+    else:
+        dice, iou = 2 * tp / (n_pred + n_ref), tp / (n_pred + n_ref - tp)
+        precision, sensitivity = _ratio(tp, n_pred), _ratio(tp, n_ref)
+    if n_ref:
+        pct = 100.0 * (n_pred - n_ref) / n_ref
+    else:
+        pct = math.inf if n_pred else 0.0
+    return {"dice": dice, "iou": iou, "precision": precision, "sensitivity": sensitivity,
+            "ref_ml": n_ref * voxel_ml, "pred_ml": n_pred * voxel_ml, "vol_diff_ml": (n_pred - n_ref) * voxel_ml,
+            "vol_diff_pct": pct, "fp_ml": fp * voxel_ml, "fn_ml": fn * voxel_ml}
+
+
+def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """Symmetric HD95 and average surface distance (ASSD) in mm between the masks' surfaces (MONAI).
+
+    HD95 is the larger of the two directed 95th percentiles; ASD is the mean of both directed distance sets taken
+    together. Both empty: 0; one empty: inf.
+    """
+    import torch
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+    has_pred, has_ref = bool(pred.any()), bool(ref.any())
+    if not has_pred and not has_ref:
+        return {"hd95_mm": 0.0, "asd_mm": 0.0}
+    if has_pred != has_ref:
+        return {"hd95_mm": math.inf, "asd_mm": math.inf}
+    pred, ref = crop_to_union(pred, ref)
+    y_pred = torch.from_numpy(np.ascontiguousarray(pred))[None, None].float()
+    y = torch.from_numpy(np.ascontiguousarray(ref))[None, None].float()
+    spacing = [float(s) for s in spacing]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hd = compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=spacing)
+        asd = compute_average_surface_distance(y_pred, y, include_background=True, symmetric=True, spacing=spacing)
+    return {"hd95_mm": float(hd[0, 0]), "asd_mm": float(asd[0, 0])}
+
+
+def _skeleton(mask: np.ndarray) -> np.ndarray:
+    from skimage.morphology import skeletonize
+
+    if not mask.any():
+        return mask
+    padded = np.pad(mask, 1)  # a structure touching the border still gets a skeleton of its own
+    skel = skeletonize(padded).astype(bool)[tuple(slice(1, -1) for _ in range(mask.ndim))]
+    return skel if skel.any() else mask  # a blob too small to thin is its own centreline
+
+
+def cldice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Centreline Dice (Shit et al., CVPR 2021): harmonic mean of topology precision and sensitivity.
+
+    ``Tprec = |skel(P) & R| / |skel(P)|``, ``Tsens = |skel(R) & P| / |skel(R)|``, skeletons from
+    :func:`skimage.morphology.skeletonize` (3D). Both empty: 1; one empty: 0.
+    """
+    has_pred, has_ref = bool(pred.any()), bool(ref.any())
+    if not has_pred and not has_ref:
+        return 1.0
+    if has_pred != has_ref:
+        return 0.0
+    pred, ref = crop_to_union(pred, ref)
+    s_pred, s_ref = _skeleton(pred), _skeleton(ref)
+    tprec = np.count_nonzero(s_pred & ref) / np.count_nonzero(s_pred)
+    tsens = np.count_nonzero(s_ref & pred) / np.count_nonzero(s_ref)
+    return 0.0 if tprec + tsens == 0 else float(2 * tprec * tsens / (tprec + tsens))
+
+
+def count_components(mask: np.ndarray) -> int:
+    """Connected components of a mask (26-connectivity in 3D)."""
+    from scipy import ndimage
+
+    if not mask.any():
+        return 0
+    return int(ndimage.label(mask, ndimage.generate_binary_structure(mask.ndim, CONNECTIVITY))[1])
+
+
+def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], vessel: bool = False
+                   ) -> dict[str, float]:
+    """Every metric of :data:`METRIC_NAMES` for one mask pair (clDice only when ``vessel``, else NaN).
+
+    Args:
+        pred: predicted mask; anything non-zero is foreground.
+        ref: reference mask, same shape.
+        spacing: voxel size in mm per axis.
+        vessel: also compute clDice (skeletonisation costs seconds on a full CT).
+    """
+    pred, ref = np.asarray(pred).astype(bool), np.asarray(ref).astype(bool)
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
+    if len(spacing) != ref.ndim:
+        raise ValueError(f"spacing {tuple(spacing)} does not match {ref.ndim}D masks")
+    voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
+    out: dict[str, float] = dict(overlap_metrics(pred, ref, voxel_ml))
+    out.update(surface_distances(pred, ref, spacing))
+    out["cldice"] = cldice(pred, ref) if vessel else math.nan
+    out["ref_components"] = float(count_components(ref))
+    out["pred_components"] = float(count_components(pred))
+    return {k: out[k] for k in METRIC_NAMES}

@@ -1,0 +1,133 @@
+"""Overlays of reference and prediction on the scan: three orthogonal views and a GIF sweeping the slices.
+
+Colours: scan in grey, reference only green, prediction only red, both (overlap) yellow, blended over the scan
+with ``alpha``. Volumes are shown in the closest canonical (RAS+) orientation with the origin at the lower left:
+x (towards the patient's right) runs left to right on screen, anterior is up in axial views and superior is up in
+coronal and sagittal views. Pixels keep the physical aspect ratio (voxel spacing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from segvol.utils import atomic_path
+
+__all__ = ["overlay_rgb", "to_display", "best_slices", "save_overlay", "save_gif", "frame_count", "COLOURS",
+           "VIEWS"]
+
+COLOURS = {"reference": (0.0, 1.0, 0.0), "prediction": (1.0, 0.0, 0.0), "overlap": (1.0, 1.0, 0.0)}
+VIEWS = (("axial", 2), ("coronal", 1), ("sagittal", 0))
+
+
+def overlay_rgb(image: np.ndarray, ref: np.ndarray, pred: np.ndarray, window: tuple[float, float] | None = None,
+                alpha: float = 0.55) -> np.ndarray:
+    """(H, W) uint8 RGB (H, W, 3): grey scan with green/red/yellow blended where the masks are."""
+    lo, hi = window if window is not None else (float(np.min(image)), float(np.max(image)))
+    grey = np.clip((np.asarray(image, np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    ref, pred = np.asarray(ref, bool), np.asarray(pred, bool)
+    for mask, colour in ((ref & ~pred, COLOURS["reference"]), (pred & ~ref, COLOURS["prediction"]),
+                         (ref & pred, COLOURS["overlap"])):
+        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * np.asarray(colour, np.float32)
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def to_display(affine: np.ndarray, *arrays: np.ndarray) -> tuple[list[np.ndarray], tuple[float, float, float]]:
+    """Reorient arrays to the closest canonical (RAS) axes; returns them and the spacing in that order."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    out = [nib.orientations.apply_orientation(a, ornt) for a in arrays]
+    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    spacing = tuple(float(zooms[int(i)]) for i in np.argsort(ornt[:, 0]))
+    return out, spacing  # type: ignore[return-value]
+
+
+def best_slices(ref: np.ndarray, pred: np.ndarray) -> dict[int, int]:
+    """Per axis, the slice with the most reference foreground (prediction if the reference is empty, else the
+    middle)."""
+    source = ref if ref.any() else pred
+    out = {}
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        counts = source.sum(axis=others)
+        out[axis] = int(np.argmax(counts)) if counts.any() else ref.shape[axis] // 2
+    return out
+
+
+def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    return np.take(volume, index, axis=axis).T  # rows = the later axis, shown with origin="lower"
+
+
+def _window(image: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(image, [1, 99.5]) if image.size else (0.0, 1.0)
+    return float(lo), float(hi)
+
+
+def save_overlay(path: str | Path, image: np.ndarray | None, ref: np.ndarray | None, pred: np.ndarray,
+                 affine: np.ndarray, title: str = "") -> Path:
+    """Axial, coronal and sagittal overlays at the slices with most reference foreground, with a legend (PNG).
+
+    Without a reference (``ref=None``, e.g. ``segvol infer --overlay``) the prediction is drawn in red alone, at the
+    slices with the most predicted foreground."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    legend = COLOURS if ref is not None else {"prediction": COLOURS["prediction"]}
+    ref = np.zeros(pred.shape, bool) if ref is None else ref
+    image = np.zeros(ref.shape, np.float32) if image is None else image
+    (image, ref, pred), spacing = to_display(affine, image, ref.astype(np.uint8), pred.astype(np.uint8))
+    window, slices = _window(image), best_slices(ref > 0, pred > 0)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6))
+    for ax, (name, axis) in zip(axes, VIEWS):
+        idx = slices[axis]
+        rgb = overlay_rgb(_plane(image, axis, idx), _plane(ref, axis, idx), _plane(pred, axis, idx), window)
+        h_axis, v_axis = [a for a in range(3) if a != axis]
+        ax.imshow(rgb, origin="lower", interpolation="nearest", aspect=spacing[v_axis] / spacing[h_axis])
+        ax.set_title(f"{name} (slice {idx})")
+        ax.axis("off")
+    handles = [Patch(color=c, label=k) for k, c in legend.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_gif(path: str | Path, image: np.ndarray | None, ref: np.ndarray | None, pred: np.ndarray,
+             affine: np.ndarray, max_frames: int = 48, min_size: int = 256, duration_ms: int = 120) -> Path:
+    """A GIF sweeping the axial slices that hold reference or prediction (all slices when both are empty);
+    ``ref=None`` draws the prediction alone."""
+    from PIL import Image
+
+    ref = np.zeros(pred.shape, bool) if ref is None else ref
+    image = np.zeros(ref.shape, np.float32) if image is None else image
+    (image, ref, pred), _ = to_display(affine, image, ref.astype(np.uint8), pred.astype(np.uint8))
+    window = _window(image)
+    hit = np.flatnonzero((ref > 0).any(axis=(0, 1)) | (pred > 0).any(axis=(0, 1)))
+    lo, hi = (int(hit[0]), int(hit[-1])) if hit.size else (0, ref.shape[2] - 1)
+    indices = np.unique(np.linspace(lo, hi, min(max_frames, hi - lo + 1)).round().astype(int))
+    scale = max(1, int(np.ceil(min_size / min(ref.shape[:2]))))
+    frames = []
+    for k in indices:
+        rgb = overlay_rgb(_plane(image, 2, k), _plane(ref, 2, k), _plane(pred, 2, k), window)[::-1]
+        frames.append(Image.fromarray(np.kron(rgb, np.ones((scale, scale, 1), np.uint8))))
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+    return Path(path)
+
+
+def frame_count(path: str | Path) -> int:
+    """Number of frames of a GIF (for checks and the report)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return int(getattr(img, "n_frames", 1))
+
