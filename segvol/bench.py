@@ -170,8 +170,10 @@ def plain_monai_infer(model: Any, image_path: Path, out_dir: Path) -> float:
 
 
 def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = "small", steps: int = 10,
-              data: str | Path | None = None, out_json: str | Path | None = None) -> dict[str, Any]:
-    """Run every measurement on ``cases`` phantoms (or the ImageCAS folder ``data``) and return the figures."""
+              data: str | Path | None = None, out_json: str | Path | None = None, only: str | None = None
+              ) -> dict[str, Any]:
+    """Run every measurement (``only``: just ``train`` or just ``inference``) on ``cases`` phantoms (or the
+    ImageCAS folder ``data``) and return the figures."""
     from segvol import api
 
     with tempfile.TemporaryDirectory(prefix="segvol-bench-") as tmp:
@@ -185,13 +187,16 @@ def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = 
         results: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "cases": len(records),
                                    "size": size, "roi_size": list(cfg.preprocess.roi_size),
                                    "features": list(cfg.model.features), "patches_per_step": cfg.augment.num_samples}
-        log.info("bench: model only")
-        results.update(model_only(cfg, spec, device, steps))
-        log.info("bench: data pipeline")
-        results.update(pipeline(cfg, spec, records, device, steps))
-        results["pipeline_efficiency_cached"] = results["train_patches_per_s_cached"] / results["model_patches_per_s"]
-        log.info("bench: inference")
-        results.update(inference(cfg, spec, Path(records[0]["image"]), device, work))
+        if only in (None, "train"):
+            log.info("bench: model only")
+            results.update(model_only(cfg, spec, device, steps))
+            log.info("bench: data pipeline")
+            results.update(pipeline(cfg, spec, records, device, steps))
+            results["pipeline_efficiency_cached"] = (results["train_patches_per_s_cached"]
+                                                     / results["model_patches_per_s"])
+        if only in (None, "inference"):
+            log.info("bench: inference")
+            results.update(inference(cfg, spec, Path(records[0]["image"]), device, work))
     if out_json:
         with atomic_path(out_json) as tmp_json:
             tmp_json.write_text(json.dumps(results, indent=1) + "\n")

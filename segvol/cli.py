@@ -196,6 +196,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=("small", "full"), default="small", help="phantom size")
     p.add_argument("--steps", type=_positive_int, default=10, help="timed training steps per measurement")
     p.add_argument("--data", default=None, help="an ImageCAS folder to use instead of fresh phantoms")
+    p.add_argument("--only", choices=("train", "inference"), default=None, help="measure one half only")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
 
@@ -206,7 +207,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     results = run_bench(cfg=cfg, device=pick_device(args.device), cases=args.cases, size=args.size,
-                        steps=args.steps, data=args.data, out_json=args.json)
+                        steps=args.steps, data=args.data, out_json=args.json, only=args.only)
     print(format_table(results))
     return 0
 

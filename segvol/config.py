@@ -116,6 +116,7 @@ class InferConfig:
     min_component_mm3: float = 0.0  # post-processing: drop components smaller than this (0 = off)
     keep_largest: int = 0  # keep only the K largest components per class (0 = all; ImageCAS: 2 trees)
     fill_holes: bool = False  # fill enclosed holes in each class
+    device_transforms: bool = True  # on CUDA: resample, normalise and invert on the GPU (the CPU is the bottleneck)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,36 @@ def test_bench_runs_on_the_cpu_preset(tmp_path):
     saved = json.loads(out.read_text())
     for key in ("model_patches_per_s", "train_patches_per_s_cold", "train_patches_per_s_cached",
                 "preprocess_cold_s_per_volume", "preprocess_cached_s_per_volume", "sliding_window_s_pytorch",
-                "sliding_window_s_onnxruntime", "infer_end_to_end_s", "pipeline_efficiency_cached"):
+                "sliding_window_s_onnxruntime", "infer_end_to_end_s", "pipeline_efficiency_cached",
+                "infer_plain_monai_s", "infer_speedup_vs_plain_monai"):
         assert saved[key] > 0, key
     # reading a cached volume must be much cheaper than preprocessing it
     assert results["preprocess_cached_s_per_volume"] < results["preprocess_cold_s_per_volume"]
     assert "model_patches_per_s" in format_table(results)
+
+
+def test_bench_inference_only_and_the_plain_monai_reference_writes_a_mask(tmp_path):
+    import nibabel as nib
+
+    from segvol import api
+    from segvol.bench import plain_monai_infer
+    from segvol.inference.backends import load_model
+
+    cfg = load_config("tiny")
+    results = run_bench(cfg=cfg, device=torch.device("cpu"), cases=2, only="inference")
+    assert "infer_plain_monai_s" in results and "model_patches_per_s" not in results
+
+    api.synth(dataset="imagecas", out=tmp_path / "d", cases=1, progress=False)
+    from segvol.config import config_to_dict
+    from segvol.networks import build_network, network_args
+    from segvol.training.checkpoint import save_checkpoint
+
+    args = network_args(cfg, 1, 2)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, {"config": config_to_dict(cfg), "network": args, "state_dict": build_network(args).state_dict(),
+                           "task": {"in_channels": 1, "out_channels": 2, "activation": "softmax",
+                                    "class_names": ["artery"], "modalities": ["ct"]}})
+    scan = tmp_path / "d" / "1.img.nii.gz"
+    assert plain_monai_infer(load_model(ckpt, torch.device("cpu")), scan, tmp_path / "plain") > 0
+    (written,) = list((tmp_path / "plain").glob("*.nii.gz"))  # the reference recipe really produced a mask
+    assert nib.load(str(written)).shape[:3] == nib.load(str(scan)).shape

@@ -134,10 +134,13 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
     if not bool(torch.isfinite(torch.as_tensor(data["image"])).all()):
         raise SegvolError(f"{_name(image_input)}: the image holds NaN or Inf values; replace them (e.g. with the "
                           f"background value) first")
+    on_device = model.cfg.infer.device_transforms and model.device.type == "cuda"
     for i, t in enumerate(prefix.transforms[1:]):
         data = t(data)
         if i == 0 and "image" in extras:  # after EnsureChannelFirstd: (C, H, W, D) on the input's grid
             extras["image"] = np.asarray(data["image"][0].detach().cpu(), dtype=np.float32).copy()
+        if i == 1 and on_device:  # after EnsureTyped: resample, normalise and pad on the accelerator
+            data["image"] = data["image"].to(model.device)
     times["preprocess"] = time.perf_counter() - start - times["load"]
     image = data["image"]
     if image.shape[0] != model.task["in_channels"]:
@@ -161,10 +164,11 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
     start = time.perf_counter()
     from monai.data import MetaTensor
 
-    data["pred"] = MetaTensor(index.cpu().float(), meta=dict(image.meta))
-    labels = inverse_transform(prefix)(data)["pred"]
+    data["pred"] = MetaTensor(index.to(image.device).float(), meta=dict(image.meta))
+    labels = inverse_transform(prefix)(data)["pred"]  # inverted where the image is (the GPU with device_transforms)
     if prob is not None:
         data["prob"] = MetaTensor(prob, meta=dict(image.meta))
+        data["prob"] = data["prob"].to(image.device)
         inverted = inverse_transform(prefix, key="prob", nearest=False)(data)["prob"]
         extras["prob"] = np.clip(np.asarray(inverted.detach().cpu(), dtype=np.float32), 0.0, 1.0)
     times["invert"] = time.perf_counter() - start
