@@ -9,42 +9,16 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from segvol.argtypes import DEVICE_HELP
+from segvol.argtypes import device as _device
+from segvol.argtypes import fraction as _fraction
+from segvol.argtypes import positive_int as _positive_int
 from segvol.errors import SegvolError
 from segvol.evaluation import commands as evaluation_commands  # argparse only: evaluate, report, mesh
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 log = logging.getLogger("segvol")
-
-DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"
-
-
-def _device(text: str) -> str:
-    low = text.lower()
-    if low in ("auto", "cpu", "cuda") or (low.startswith("cuda:") and low[5:].isdigit()):
-        return low
-    raise argparse.ArgumentTypeError(f"{text!r}: expected {DEVICE_HELP}")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be in [0, 1)")
-    return value
-
 
 # ---------------------------------------------------------------------------------------------------------- synth
 def _add_synth(sub: argparse._SubParsersAction) -> None:

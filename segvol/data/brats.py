@@ -34,6 +34,7 @@ from segvol.config import Config
 from segvol.data import TaskSpec
 from segvol.data.records import Record
 from segvol.errors import SegvolError
+from segvol.inference.nifti import nifti_stem
 
 __all__ = ["BraTS", "LGG", "MODALITIES", "REGIONS", "BratsCase", "scan_case", "resolve_modalities",
            "binary_label_transforms", "region_label_transforms", "region_paint", "case_images", "resolve_input"]
@@ -64,19 +65,11 @@ class BratsCase:
     unmatched: list[Path] = field(default_factory=list)
 
 
-def _strip(name: str) -> str | None:
-    low = name.lower()
-    for suffix in (".nii.gz", ".nii"):
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
 def scan_case(folder: str | Path) -> BratsCase:
     """Match the NIfTI files of one case folder to sequences; duplicates are an error naming both files."""
     case = BratsCase(Path(folder))
     for path in sorted(case.folder.iterdir()):
-        stem = _strip(path.name)
+        stem = nifti_stem(path.name)
         if stem is None or path.name.startswith(".") or not path.is_file():
             continue
         token = _SPLIT.split(stem)[-1].lower()
@@ -105,7 +98,7 @@ def _case_folders(root: Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < 2 else []
         if here == root:
             continue
-        if any((s := _strip(f)) is not None and _SPLIT.split(s)[-1].lower() in ALIASES for f in filenames):
+        if any((s := nifti_stem(f)) is not None and _SPLIT.split(s)[-1].lower() in ALIASES for f in filenames):
             found.append(here)
     return sorted(found, key=lambda p: p.name)
 
@@ -196,7 +189,7 @@ class BraTS:
             case = scan_case(folder)
             records.append(self._record(case, mods, require_labels))
             unmatched += case.unmatched
-        stray = [p for p in root.iterdir() if _strip(p.name) is not None and p.is_file()]
+        stray = [p for p in root.iterdir() if nifti_stem(p.name) is not None and p.is_file()]
         if unmatched:
             log.warning("%s: %d file(s) not matched to a sequence and ignored: %s", root, len(unmatched),
                         ", ".join(str(p.relative_to(root)) for p in unmatched[:5]))
@@ -259,7 +252,7 @@ def resolve_input(item: Any, modalities: Sequence[str]) -> Any:
     if isinstance(item, (list, tuple)) and len(item) > 1:
         named = {}
         for path in item:
-            stem = _strip(Path(path).name) or ""
+            stem = nifti_stem(Path(path).name) or ""
             named[ALIASES.get(_SPLIT.split(stem)[-1].lower(), "?")] = path
         if len(named) == len(item) and set(named) == set(modalities):
             return [named[m] for m in modalities]

@@ -6,20 +6,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from segvol.argtypes import count as _count
+
 __all__ = ["add_evaluate", "run_evaluate", "add_report", "run_report", "add_mesh", "run_mesh"]
 
 SCHEME_HELP = ("label scheme: auto (from the references), binary (non-zero), multi (one class per label value), "
                "brats (TC/WT/ET regions from labels 1,2,4 or 1,2,3)")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value}: must be 0 or more")
-    return value
 
 
 def add_evaluate(sub: Any) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from segvol.errors import SegvolError
+from segvol.inference.nifti import nifti_stem
 
 __all__ = ["case_id", "index_folder", "match_folders", "load_mask", "load_scan", "spacing_of",
            "check_same_grid", "load_pair", "MASK_MARKERS"]
@@ -24,17 +25,9 @@ MASK_MARKERS = ("_seg", "-seg", ".label")
 _STRIP = MASK_MARKERS + (".img",)
 
 
-def _stem(name: str) -> str | None:
-    low = name.lower()
-    for suffix in (".nii.gz", ".nii"):
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
 def case_id(name: str) -> str:
     """The case id of a file name (see the module doc); e.g. ``12.img_seg.nii.gz`` -> ``12``."""
-    stem = _stem(name) or name
+    stem = nifti_stem(name) or name
     changed = True
     while changed:
         changed = False
@@ -45,7 +38,7 @@ def case_id(name: str) -> str:
 
 
 def _is_mask_name(name: str) -> bool:
-    stem = (_stem(name) or name).lower()
+    stem = (nifti_stem(name) or name).lower()
     return any(m in stem for m in MASK_MARKERS)
 
 
@@ -54,11 +47,11 @@ def index_folder(folder: str | Path, masks: bool = True) -> dict[str, Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise SegvolError(f"{folder}: no such folder")
-    files = [p for p in sorted(folder.iterdir()) if p.is_file() and _stem(p.name) and not p.name.startswith(".")]
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and nifti_stem(p.name) and not p.name.startswith(".")]
     if masks:
         for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            files += [p for p in sorted(sub.iterdir()) if p.is_file() and _stem(p.name)
-                      and (_stem(p.name) or "").lower().endswith("seg")]
+            files += [p for p in sorted(sub.iterdir()) if p.is_file() and nifti_stem(p.name)
+                      and (nifti_stem(p.name) or "").lower().endswith("seg")]
     found: dict[str, Path] = {}
     for path in files:
         cid = case_id(path.name)

@@ -11,16 +11,25 @@ import numpy as np
 from segvol.errors import SegvolError
 from segvol.utils import atomic_path
 
-__all__ = ["read_header", "check_volume", "save_like", "same_grid", "NIFTI_SUFFIXES", "strip_nifti_suffix"]
+__all__ = ["read_header", "check_volume", "save_like", "same_grid", "NIFTI_SUFFIXES", "strip_nifti_suffix",
+           "nifti_stem"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
-def strip_nifti_suffix(name: str) -> str:
+def nifti_stem(name: str) -> str | None:
+    """``name`` without ``.nii.gz`` / ``.nii`` (any case), or None when it is not a NIfTI file name."""
+    low = name.lower()
     for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
+        if low.endswith(suffix):
             return name[: -len(suffix)]
-    return name
+    return None
+
+
+def strip_nifti_suffix(name: str) -> str:
+    """``name`` without ``.nii.gz`` / ``.nii`` (unchanged when it has neither)."""
+    stem = nifti_stem(name)
+    return name if stem is None else stem
 
 
 def read_header(path: str | Path):  # noqa: ANN201  (nibabel image, data not loaded)
