@@ -41,7 +41,8 @@ def test_bench_inference_only_and_the_plain_monai_reference_writes_a_mask(tmp_pa
 
     args = network_args(cfg, 1, 2)
     ckpt = tmp_path / "m.pt"
-    save_checkpoint(ckpt, {"config": config_to_dict(cfg), "network": args, "state_dict": build_network(args).state_dict(),
+    save_checkpoint(ckpt, {"config": config_to_dict(cfg), "network": args,
+                           "state_dict": build_network(args).state_dict(),
                            "task": {"in_channels": 1, "out_channels": 2, "activation": "softmax",
                                     "class_names": ["artery"], "modalities": ["ct"]}})
     scan = tmp_path / "d" / "1.img.nii.gz"

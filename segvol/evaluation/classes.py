@@ -19,12 +19,13 @@ import numpy as np
 
 from segvol.errors import SegvolError
 
-__all__ = ["ClassDef", "SCHEMES", "BRATS_REGIONS", "BRATS_LABEL_NAMES", "class_defs", "guess_scheme", "class_mask",
-           "scheme_for_task"]
+__all__ = ["ClassDef", "SCHEMES", "BRATS_REGIONS", "BRATS_LABEL_NAMES", "READABLE", "class_defs", "guess_scheme",
+           "class_mask", "scheme_for_task"]
 
 SCHEMES = ("auto", "binary", "multi", "brats")
 BRATS_REGIONS: dict[str, tuple[int, ...]] = {"tc": (1, 3, 4), "wt": (1, 2, 3, 4), "et": (3, 4)}
 BRATS_LABEL_NAMES = {1: "necrotic core", 2: "edema", 3: "enhancing tumour", 4: "enhancing tumour"}
+READABLE = {"tc": "tumour core", "wt": "whole tumour", "et": "enhancing tumour"}  # class names in readings
 
 
 @dataclass(frozen=True)
