@@ -19,15 +19,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# phantoms -> train a small model on the CPU -> export to ONNX -> segment a scan
+DEMO_RUN := demo-$(shell date +%Y%m%d-%H%M%S)
+
+# phantoms -> train a small model on the CPU -> evaluate and report -> export to ONNX -> segment a scan
 demo: $(STAMP)
 	$(SEGVOL) synth imagecas --out data/demo --cases 8 --overwrite
-	$(SEGVOL) train --dataset imagecas --config tiny --data data/demo --name demo-$$(date +%Y%m%d-%H%M%S)
+	$(SEGVOL) train --dataset imagecas --config tiny --data data/demo --name $(DEMO_RUN)
+	$(SEGVOL) evaluate --run models/$(DEMO_RUN)
+	$(SEGVOL) report --run models/$(DEMO_RUN)
 	$(SEGVOL) export-onnx --out models/model.onnx --overwrite
-	$(SEGVOL) infer data/demo/8.img.nii.gz --model models/model.onnx --out-dir models/demo-output --overwrite
+	$(SEGVOL) infer data/demo/8.img.nii.gz --model models/model.onnx --out-dir models/demo-output --overwrite --overlay
 	@echo
-	@echo "demo done: run folders with metrics.csv and checkpoints in models/, ONNX model models/model.onnx,"
-	@echo "mask models/demo-output/8.img_seg.nii.gz on the grid of data/demo/8.img.nii.gz (open both in any NIfTI viewer)"
+	@echo "demo done: run folder models/$(DEMO_RUN) (metrics.csv, checkpoints, report.html with curves, scores and"
+	@echo "overlays), ONNX model models/model.onnx, mask models/demo-output/8.img_seg.nii.gz on the grid of"
+	@echo "data/demo/8.img.nii.gz (open both in any NIfTI viewer) and its picture models/demo-output/8.img_overlay.png"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
