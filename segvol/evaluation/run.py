@@ -32,9 +32,9 @@ def pick_split(split: dict[str, list[str]], name: str | None, run_dir: Path) -> 
 def run_cases(run_dir: str | Path, split: str | None = None, data_root: str | Path | None = None
               ) -> tuple[Any, str, list[dict[str, Any]]]:
     """The run's config, the chosen split's name and its records (ids from the run's ``split.json``)."""
-    from segvol.api import resolve_records
     from segvol.config import load_config
     from segvol.data.records import apply_split, read_split
+    from segvol.data.registry import get_adapter
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -43,8 +43,7 @@ def run_cases(run_dir: str | Path, split: str | None = None, data_root: str | Pa
     cfg = load_config(str(run_dir / "config.yaml"), **overrides)
     stored = read_split(run_dir / "split.json")
     name = pick_split(stored, split, run_dir)
-    _, _, groups, _ = resolve_records(cfg.replace(data={"val_fraction": 0.0, "test_fraction": 0.0}))
-    records = [r for part in groups.values() for r in part]
+    records = get_adapter(cfg.data.dataset).find_records(cfg.data.root, cfg.data.modalities)
     chosen = apply_split(records, {name: stored[name]})[name]
     unlabelled = [r["id"] for r in chosen if not r.get("label")]
     if unlabelled:
