@@ -1,8 +1,9 @@
 """MONAI dictionary transforms for every stage, built from the config in one place.
 
 The deterministic prefix (load, channel first, orientation, 1 mm resampling, intensity normalisation, padding) is
-shared by training, validation, inference and caching; training appends the random part (pos/neg patch crops,
-geometric augmentation on image and label, photometric augmentation on the image). Inference inverts the prefix
+shared by training, validation, inference and caching; the training cache also stores where the foreground and
+background voxels are (:func:`crop_indices`), so that the random part (pos/neg patch crops, geometric augmentation on
+image and label, photometric augmentation on the image) does not search the label volume for every sample. Inference inverts the prefix
 with MONAI's ``Invertd`` so that predictions land on the input's own grid.
 """
 
@@ -12,11 +13,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from monai import transforms as mt
 
 from segvol.config import Config
 
-__all__ = ["deterministic_prefix", "random_part", "build_transforms", "inverse_transform"]
+__all__ = ["deterministic_prefix", "random_part", "build_transforms", "inverse_transform", "crop_indices",
+           "INDEX_KEYS", "MAX_BG_INDICES"]
+
+INDEX_KEYS = ("label_fg_indices", "label_bg_indices")  # FgBgToIndicesd's default names for the key "label"
+MAX_BG_INDICES = 200_000  # background centres kept per volume: a fixed random subset (uniform over the background)
 
 
 def deterministic_prefix(cfg: Config, keys: Sequence[str] = ("image", "label"),
@@ -53,13 +59,36 @@ def deterministic_prefix(cfg: Config, keys: Sequence[str] = ("image", "label"),
     return steps
 
 
+def _compact_indices(indices: Any, limit: int | None = None) -> np.ndarray:
+    """Flat voxel indices as int32 (int64 beyond 2^31 voxels), thinned to a fixed random subset of ``limit``."""
+    idx = np.asarray(indices)
+    if limit is not None and idx.size > limit:
+        idx = np.sort(idx[np.random.default_rng(idx.size).choice(idx.size, limit, replace=False)])
+    return idx.astype(np.int32 if idx.size == 0 or idx.max() < 2**31 else np.int64)
+
+
+def _thin_background(indices: Any) -> np.ndarray:
+    return _compact_indices(indices, MAX_BG_INDICES)
+
+
+def crop_indices() -> list[Any]:
+    """Foreground and background voxel positions of ``label`` (any channel non-zero is foreground), computed once
+    at the end of the cached prefix and read by :func:`random_part`'s ``RandCropByPosNegLabeld``: every foreground
+    voxel, and at most :data:`MAX_BG_INDICES` background voxels."""
+    return [mt.FgBgToIndicesd(keys="label"),
+            mt.Lambdad(keys=INDEX_KEYS[0], func=_compact_indices),
+            mt.Lambdad(keys=INDEX_KEYS[1], func=_thin_background)]
+
+
 def random_part(cfg: Config, keys: Sequence[str] = ("image", "label")) -> list[Any]:
-    """Pos/neg patch crops, then geometric (image + label) and photometric (image only) augmentation."""
+    """Pos/neg patch crops, then geometric (image + label) and photometric (image only) augmentation. The crop
+    uses the positions :func:`crop_indices` stored with the volume when present, else searches the label."""
     aug, roi = cfg.augment, cfg.preprocess.roi_size
     keys = tuple(keys)
     steps: list[Any] = [
         mt.RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=roi, pos=aug.pos, neg=aug.neg,
-                                  num_samples=aug.num_samples),
+                                  num_samples=aug.num_samples, fg_indices_key=INDEX_KEYS[0],
+                                  bg_indices_key=INDEX_KEYS[1]),
     ]
     if not aug.enabled:
         return steps

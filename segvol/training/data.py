@@ -14,12 +14,12 @@ import torch
 from segvol.config import Config, config_to_dict
 from segvol.data import TaskSpec
 from segvol.data.records import Record
-from segvol.transforms import deterministic_prefix, random_part
+from segvol.transforms import MAX_BG_INDICES, crop_indices, deterministic_prefix, random_part
 
 __all__ = ["cache_key", "cached_volumes", "Augmented", "estimate_cache_bytes"]
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1  # bump when the prefix's code changes in a way the config does not show
+CACHE_FORMAT = 2  # bump when the prefix's code changes in a way the config does not show
 
 
 def cache_key(cfg: Config, spec: TaskSpec) -> str:
@@ -41,12 +41,15 @@ def estimate_cache_bytes(records: list[Record], cfg: Config) -> int:
         out = np.maximum(np.ceil(shape * zooms / np.asarray(cfg.preprocess.spacing)), cfg.preprocess.roi_size)
         channels = len(paths) if len(paths) > 1 else (hdr.get_data_shape() + (1,))[3]
         total += int(np.prod(out)) * 4 * (channels + (1 if rec.get("label") else 0))
+        total += MAX_BG_INDICES * 4 if rec.get("label") else 0  # crop positions (foreground ones not counted)
     return total
 
 
 def cached_volumes(records: list[Record], cfg: Config, spec: TaskSpec, device: torch.device | None = None,
                    keys: tuple[str, ...] = ("image", "label")) -> Any:
-    """A dataset of preprocessed volumes: each record passes the deterministic prefix once.
+    """A dataset of preprocessed volumes: each record passes the deterministic prefix once, and labelled ones get
+    their foreground/background crop positions (:func:`segvol.transforms.crop_indices`; validation volumes too, so
+    one disk cache serves any split).
 
     ``cfg.data.cache``: ``ram`` keeps results in memory (on ``device`` when it is a GPU), ``disk`` writes them to
     ``<data.root>/.cache/<cache_key>/`` for later runs, ``none`` recomputes every time.
@@ -55,6 +58,8 @@ def cached_volumes(records: list[Record], cfg: Config, spec: TaskSpec, device: t
     from monai.transforms import Compose, EnsureTyped
 
     steps = deterministic_prefix(cfg, keys, spec.label_transforms)
+    if "label" in keys:
+        steps += crop_indices()
     mode = cfg.data.cache
     if mode == "ram":
         if device is not None and device.type == "cuda":

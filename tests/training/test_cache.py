@@ -1,0 +1,78 @@
+"""The preprocessing cache: hits, invalidation by the prefix's config, and the stored crop positions."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from segvol import api
+from segvol.config import load_config
+from segvol.transforms import INDEX_KEYS, random_part
+from segvol.training.data import cache_key, cached_volumes
+
+
+@pytest.fixture()
+def data(tmp_path, imagecas_small):
+    root = tmp_path / "imagecas"
+    shutil.copytree(imagecas_small, root)
+    return root
+
+
+def _records_and_spec(cfg):
+    _, spec, groups, _ = api.resolve_records(cfg)
+    return groups["train"][:2], spec
+
+
+def test_disk_cache_hits_and_is_invalidated_by_the_prefix_config(data):
+    cfg = load_config("tiny", ["data.cache=disk"], data={"root": str(data)})
+    records, spec = _records_and_spec(cfg)
+    first = [cached_volumes(records, cfg, spec)[i] for i in range(2)]
+    folder = data / ".cache" / cache_key(cfg, spec)
+    assert len(list(folder.iterdir())) == 2
+
+    for rec in records:  # the sources are gone: only a cache hit can still produce the volumes
+        for path in (rec["image"], rec["label"]):
+            Path(path).unlink()
+    again = [cached_volumes(records, cfg, spec)[i] for i in range(2)]
+    for a, b in zip(first, again):
+        assert torch.equal(torch.as_tensor(a["image"]), torch.as_tensor(b["image"]))
+
+    assert cache_key(cfg.replace(train={"lr": 0.5}), spec) == cache_key(cfg, spec)  # not a preprocessing change
+    other = cfg.replace(preprocess={"spacing": [1.5, 1.5, 1.5]})
+    assert cache_key(other, spec) != cache_key(cfg, spec)
+    with pytest.raises(Exception):  # a new key means recomputing, which needs the deleted sources
+        cached_volumes(records, other, spec)[0]
+
+
+def test_crop_positions_are_stored_and_used(data):
+    from segvol.transforms import MAX_BG_INDICES
+
+    cfg = load_config("tiny", ["data.cache=ram", "augment.pos=1", "augment.neg=0", "augment.enabled=false"],
+                      data={"root": str(data)})
+    records, spec = _records_and_spec(cfg)
+    item = cached_volumes(records, cfg, spec)[0]
+    fg, bg = np.asarray(item[INDEX_KEYS[0]]), np.asarray(item[INDEX_KEYS[1]])
+    label = np.asarray(item["label"])[0]
+    assert fg.dtype == np.int32 and bg.dtype == np.int32
+    assert np.array_equal(fg, np.flatnonzero(label.ravel() > 0))  # every foreground voxel, in order
+    assert 0 < bg.size <= MAX_BG_INDICES and not label.ravel()[bg].any()  # background voxels only
+
+    from monai.transforms import Compose
+
+    crop = Compose(random_part(cfg))
+    crop.set_random_state(0)
+    for patch in crop(item):  # pos=1, neg=0: every patch holds the foreground voxel it was centred on
+        assert not set(patch) & set(INDEX_KEYS) and patch["label"].any()  # positions consumed, not passed on
+
+    # the stored positions steer the crop: point them at one background voxel marked in the image
+    marked = dict(item)
+    target = int(bg[bg.size // 2])
+    image = item["image"].clone()
+    image.view(-1)[target] = 12345.0
+    marked["image"], marked[INDEX_KEYS[0]] = image, torch.tensor([target], dtype=torch.int32)
+    for patch in crop(marked):
+        assert (patch["image"] == 12345.0).any()
