@@ -81,6 +81,13 @@ def preprocessing(cfg: Config, spec: Any, records: list) -> dict[str, float]:
     for i in range(len(vols)):
         vols[i]
     out["preprocess_cached_s_per_volume"] = (time.perf_counter() - start) / len(vols)
+    from segvol.transforms import INDEX_KEYS, random_part
+
+    crop, item = random_part(cfg)[0], vols[0]  # RandCropByPosNegLabeld on one cached volume
+    bare = {k: v for k, v in item.items() if k not in INDEX_KEYS}
+    cpu = torch.device("cpu")
+    out["crop_s_per_sample_stored_positions"] = _timed(lambda: crop(item), cpu, repeat=10, warmup=1)
+    out["crop_s_per_sample_label_search"] = _timed(lambda: crop(bare), cpu, repeat=10, warmup=1)
     return out
 
 
