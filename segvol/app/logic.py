@@ -63,6 +63,7 @@ class AppResult:
     seconds: float
     backend: str
     spacing: tuple[float, ...]
+    affine: np.ndarray  # voxel -> scanner mm of the scan
 
 
 def segment_upload(files: list[tuple[str, bytes]], model: ModelChoice, device: str = "auto") -> AppResult:
@@ -90,7 +91,7 @@ def segment_upload(files: list[tuple[str, bytes]], model: ModelChoice, device: s
         image = np.asanyarray(first.dataobj).astype(np.float32)
         image = image[..., 0] if image.ndim == 4 else image
         return AppResult(image, pred.labels, out.read_bytes(), seconds, model.path.suffix.lstrip("."),
-                         tuple(float(z) for z in first.header.get_zooms()[:3]))
+                         tuple(float(z) for z in first.header.get_zooms()[:3]), np.asarray(first.affine))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -117,6 +118,19 @@ def render_slice(image: np.ndarray, mask: np.ndarray, axis: int, index: int, opa
     red = np.array([1.0, 0.0, 0.0])
     rgb[labels] = (1 - opacity) * rgb[labels] + opacity * red
     return (np.rot90(rgb) * 255).astype(np.uint8)  # rows run anterior->posterior / superior->inferior
+
+
+def mesh_stl(mask: np.ndarray, affine: np.ndarray) -> bytes:
+    """The mask's surface (every non-zero voxel) as binary STL in scanner mm, for download."""
+    from segvol.mesh import mask_to_mesh, write_stl
+
+    if not mask.any():
+        raise SegvolError("the mask is empty; there is no surface to download")
+    workdir = Path(tempfile.mkdtemp(prefix="segvol-mesh-"))
+    try:
+        return write_stl(mask_to_mesh(mask, affine), workdir / "mask.stl").read_bytes()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def dice_score(pred: np.ndarray, ref: np.ndarray) -> float:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from segvol.app.logic import (AXES, MAX_UPLOAD_MB, choose_model, dice_score, reference_mask, render_slice,
-                              segment_upload)
+from segvol.app.logic import (AXES, MAX_UPLOAD_MB, choose_model, dice_score, mesh_stl, reference_mask,
+                              render_slice, segment_upload)
 from segvol.errors import SegvolError
 
 
@@ -50,6 +50,9 @@ def _viewer(result) -> None:  # noqa: ANN001
              use_container_width=True, output_format="PNG")
     st.download_button("Download mask (.nii.gz)", result.mask_bytes, file_name="mask.nii.gz",
                        mime="application/gzip")
+    if result.mask.any():  # the surface is built only when asked for
+        st.download_button("Download surface (.stl, scanner mm)", lambda: mesh_stl(result.mask, result.affine),
+                           file_name="mask.stl", mime="model/stl")
     ref = st.file_uploader("Reference mask (optional, for Dice)", type=["gz", "nii"], key="ref_upload")
     if ref is not None:
         ref_mask = reference_mask((ref.name, ref.getvalue()), result.mask.shape)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segvol.app.logic import choose_model, dice_score, render_slice, safe_name, segment_upload
+from segvol.app.logic import choose_model, dice_score, mesh_stl, render_slice, safe_name, segment_upload
 from segvol.errors import SegvolError
 
 
@@ -39,6 +39,16 @@ def test_segment_upload_and_render(onnx_model, imagecas_small):
     assert render_slice(res.image, mask, 2, 5, 0.0)[..., 0][red].std() >= 0  # opacity 0 leaves the scan grey
     assert not ((render_slice(res.image, mask, 2, 5, 0.0)[..., 0] == 255)
                 & (render_slice(res.image, mask, 2, 5, 0.0)[..., 1] == 0)).any()
+
+    stl = mesh_stl(mask, res.affine)  # the box's surface, in the scan's millimetres
+    n = int.from_bytes(stl[80:84], "little")
+    tris = np.frombuffer(stl[84:], np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")]), count=n)
+    corners = np.array([[10, 10, 0, 1], [19, 19, mask.shape[2] - 1, 1]], float) @ res.affine.T
+    lo, hi = corners[:, :3].min(0), corners[:, :3].max(0)
+    verts = tris["v"].reshape(-1, 3)
+    assert n > 0 and (verts.min(0) >= lo - 1.0).all() and (verts.max(0) <= hi + 1.0).all()
+    with pytest.raises(SegvolError, match="mask is empty"):
+        mesh_stl(np.zeros_like(mask), res.affine)
 
 
 def test_bad_uploads_are_messages(onnx_model, tmp_path):
