@@ -102,6 +102,7 @@ class TrainConfig:
     amp_dtype: str = "bf16"  # "bf16" or "fp16" (fp16 uses a gradient scaler)
     gpu_augment: bool = True  # on CUDA: cached volumes live on the GPU; crops and augmentation run there
     compile: bool = False  # torch.compile the network
+    cudnn_benchmark: bool = True  # on CUDA: let cuDNN pick the fastest kernels for the fixed patch size
     steps_per_epoch: int = 0  # 0 = one step per training volume
     max_val_cases: int = 0  # 0 = every validation case
     lr_schedule: str = "none"  # "none", "cosine" (to 0 over the epochs) or "plateau" (ReduceLROnPlateau on val Dice)

@@ -57,6 +57,8 @@ def _load_torch(path: Path, device: torch.device) -> LoadedModel:
         raise SegvolError(f"{path}: weights do not match the network stored in the checkpoint "
                           f"({str(exc).splitlines()[0][:120]})") from exc
     model.to(device).eval()
+    if device.type == "cuda":  # every window has the ROI's shape: let cuDNN pick the fastest kernels once
+        torch.backends.cudnn.benchmark = True
 
     @torch.inference_mode()
     def predict(x: torch.Tensor) -> torch.Tensor:

@@ -226,6 +226,8 @@ def _loader(dataset: Any, info: DistInfo, device: torch.device, cfg: Config, epo
 
 def _build(cfg: Config, spec: TaskSpec, device: torch.device, info: DistInfo) -> tuple[_State, dict[str, Any]]:
     net_args = network_args(cfg, spec.in_channels, spec.out_channels)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
     model = build_network(net_args).to(device)
     optimizer = make_optimizer(cfg, model)
     if cfg.train.compile:
