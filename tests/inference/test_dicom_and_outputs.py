@@ -146,3 +146,25 @@ def test_synth_writes_dicom_series(tmp_path):
     scan = nib.load(str(tmp_path / "ct" / "1.img.nii.gz"))
     assert np.array_equal(data, np.asanyarray(scan.dataobj)) and np.allclose(grid.affine, scan.affine, atol=1e-4)
     assert main(["synth", "brats", "--out", str(tmp_path / "b"), "--dicom"]) == 2
+
+
+def test_out_of_memory_while_stitching_retries_on_the_cpu(monkeypatch, untrained_ckpt, caplog):  # noqa: F811
+    """An accelerator that runs out of memory stitching the output: the same windows are stitched on the CPU."""
+    from segvol.inference import predictor
+    from segvol.inference.backends import load_model
+
+    model = load_model(untrained_ckpt, torch.device("cpu"))
+    model.device = torch.device("cuda", 0)  # pretend: the windows run "on the GPU"
+    seen = []
+
+    def fake_sliding_window(predict, image, cfg, device=None, **kw):
+        seen.append(torch.device(device))
+        if torch.device(device).type == "cuda":
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return torch.zeros((1, 2, *image.shape[2:]))
+
+    monkeypatch.setattr(predictor, "stitch_device", lambda shape, channels, device: device)
+    monkeypatch.setattr(predictor, "sliding_window", fake_sliding_window)
+    out = predictor._windows(model, torch.zeros(1, 1, 8, 8, 8), None, None, False, amp=False)
+    assert seen == [torch.device("cuda", 0), torch.device("cpu")] and out.shape == (1, 2, 8, 8, 8)
+    assert "stitching the sliding-window output on the CPU instead" in caplog.text
