@@ -1,7 +1,8 @@
 """``segvol report``: one Markdown and one HTML page per run with training curves, the metrics table and a gallery.
 
-The page is built from a list of blocks rendered twice (Markdown and self-contained HTML without external
-assets); images are linked by paths relative to the run folder, so the folder can be copied or served as is.
+The page is built from a list of blocks rendered twice: Markdown with images linked by paths relative to the run
+folder, and one HTML file with the images embedded (``data:`` URIs), so ``report.html`` can be mailed or archived on
+its own.
 """
 
 from __future__ import annotations
@@ -126,8 +127,19 @@ def render_markdown(blocks: list[Block]) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def render_html(blocks: list[Block], title: str) -> str:
-    """Blocks as one self-contained HTML page (inline CSS, relative image links)."""
+def _embedded(src: str, root: Path | None) -> str:
+    """A ``data:`` URI of the image ``root / src`` (the relative link when it is missing or ``root`` is None)."""
+    import base64
+
+    path = root / src if root is not None else None
+    if path is None or not path.is_file():
+        return src
+    mime = {".png": "image/png", ".gif": "image/gif"}.get(path.suffix.lower(), "application/octet-stream")
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render_html(blocks: list[Block], title: str, root: Path | None = None) -> str:
+    """Blocks as one self-contained HTML page: inline CSS, images embedded from ``root`` (else relative links)."""
     def inline(text: str) -> str:
         parts = html.escape(text).split("**")
         return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
@@ -139,7 +151,7 @@ def render_html(blocks: list[Block], title: str) -> str:
         elif block[0] == "p":
             body.append(f"<p>{inline(block[1])}</p>")
         elif block[0] == "img":
-            src = html.escape(Path(block[1]).as_posix(), quote=True)
+            src = html.escape(_embedded(Path(block[1]).as_posix(), root), quote=True)
             body.append(f'<figure><img src="{src}" alt="{html.escape(block[2])}"></figure>')
         elif block[0] == "table":
             head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
@@ -173,7 +185,7 @@ def write_report(run_dir: str | Path, eval_dir: str | Path | None = None) -> tup
     else:
         blocks += _eval_blocks(found, run_dir)
     md, page = run_dir / "report.md", run_dir / "report.html"
-    for path, text in ((md, render_markdown(blocks)), (page, render_html(blocks, f"segvol run {run_dir.name}"))):
+    for path, text in ((md, render_markdown(blocks)), (page, render_html(blocks, f"segvol run {run_dir.name}", run_dir))):
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     return md, page

@@ -127,7 +127,12 @@ def test_report_and_training_curves(folders, tmp_path):
     assert "figures/training_curves.png" in links and "eval/figures/scores.png" in links
     for link in links:
         assert (run / link).is_file() and (run / link).stat().st_size > 2000, link
-    assert f'src="{links[0]}"' in page
+    import base64
+    import re
+
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)  # one file to share: images inside
+    assert len(embedded) == len(links) and 'src="figures/' not in page
+    assert base64.b64decode(embedded[0]) == (run / links[0]).read_bytes()
 
 
 def test_usage_errors_are_one_line(folders, tmp_path, capsys):
