@@ -120,3 +120,22 @@ def test_components_counted_with_26_connectivity():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         binary_metrics(np.zeros((3, 3, 3)), np.zeros((3, 3, 4)), (1, 1, 1))
+
+
+def test_crop_to_union_keeps_every_voxel_of_both_masks():
+    from segvol.evaluation.metrics import crop_to_union
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pred, ref = np.zeros((30, 20, 25), bool), np.zeros((30, 20, 25), bool)
+        for mask in (pred, ref):
+            idx = tuple(rng.integers(0, s, 4) for s in mask.shape)
+            mask[idx] = True
+        p, r = crop_to_union(pred, ref, margin=1)
+        assert p.sum() == pred.sum() and r.sum() == ref.sum()  # nothing cut off
+        coords = np.argwhere(pred | ref)
+        expected = tuple(min(int(hi) + 2, s) - max(int(lo) - 1, 0)
+                         for lo, hi, s in zip(coords.min(0), coords.max(0), pred.shape))
+        assert p.shape == r.shape == expected  # the tight box plus the margin, clipped at the borders
+    empty = np.zeros((4, 4, 4), bool)
+    assert crop_to_union(empty, empty)[0].size == 0
