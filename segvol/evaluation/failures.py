@@ -148,7 +148,17 @@ def analyse_errors(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, spacin
         ref_labels: the reference label map, to name the sub-label most missed voxels carry (BraTS).
         label_names: names of those sub-labels (default ``label <v>``).
     """
+    from segvol.evaluation.metrics import union_box
+
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
+    box = union_box(pred, ref, margin=3)  # everything below runs on the box around both masks
+    if box is not None:
+        pred, ref = pred[box], ref[box]
+        image = image[box] if image is not None else None
+        ref_labels = ref_labels[box] if ref_labels is not None else None
+        shift = np.eye(4)
+        shift[:3, 3] = [s.start for s in box]
+        affine = np.asarray(affine, dtype=np.float64) @ shift  # voxel indices of the box -> the same scanner mm
     voxel_mm3 = float(np.prod(spacing))
     fp, fn = pred & ~ref, ref & ~pred
     missed, _ = error_components(fn, pred, affine, voxel_mm3, image)

@@ -58,11 +58,17 @@ def best_slices(ref: np.ndarray, pred: np.ndarray) -> dict[int, int]:
 
 
 def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    return np.take(volume, index, axis=axis).T  # rows = the later axis, shown with origin="lower"
+    """One slice, rows = the later axis (shown with origin="lower"). Basic indexing: a view, where ``np.take``
+    would copy the whole (reoriented, negatively strided) volume for every slice."""
+    return volume[(slice(None),) * axis + (index,)].T
 
 
-def _window(image: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(image, [1, 99.5]) if image.size else (0.0, 1.0)
+def _window(image: np.ndarray, sample: int = 2_000_000) -> tuple[float, float]:
+    """Grey-level window: the 1st and 99.5th percentiles, from a regular subsample of at most ~``sample`` voxels."""
+    if not image.size:
+        return 0.0, 1.0
+    step = max(1, int(np.ceil((image.size / sample) ** (1 / image.ndim))))
+    lo, hi = np.percentile(image[(slice(None, None, step),) * image.ndim], [1, 99.5])
     return float(lo), float(hi)
 
 
