@@ -94,11 +94,17 @@ def _failure_blocks(failures: dict[str, Any], fig_rel: str) -> list[Block]:
     return blocks
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SegvolError(f"{path}: unreadable ({type(exc).__name__}); run 'segvol evaluate' again") from exc
+
+
 def _eval_blocks(eval_dir: Path, run_dir: Path) -> list[Block]:
     from segvol.evaluation.summary import read_metrics_csv
 
-    summary = json.loads((eval_dir / "summary.json").read_text())
-    failures = json.loads((eval_dir / "failures.json").read_text())
+    summary, failures = _read_json(eval_dir / "summary.json"), _read_json(eval_dir / "failures.json")
     fig_rel = Path(os.path.relpath(eval_dir / "figures", run_dir)).as_posix()
     split = summary.get("split", "folder")
     blocks: list[Block] = [("h", 2, f"Evaluation ({split}, {summary['cases']} case(s), {summary['scheme']} labels)"),

@@ -135,6 +135,17 @@ def test_report_and_training_curves(folders, tmp_path):
     assert base64.b64decode(embedded[0]) == (run / links[0]).read_bytes()
 
 
+def test_a_damaged_evaluation_is_a_one_line_report_error(folders, tmp_path, capsys):
+    refs, preds = folders
+    run = tmp_path / "run"
+    assert main(["-q", "evaluate", "--pred", str(preds), "--ref", str(refs), "--out", str(run / "eval"), "--no-gif"]) == 0
+    (run / "eval" / "failures.json").write_text("{ truncated")
+    capsys.readouterr()
+    assert main(["report", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "failures.json: unreadable" in err
+
+
 def test_usage_errors_are_one_line(folders, tmp_path, capsys):
     refs, preds = folders
     assert main(["evaluate", "--pred", str(preds)]) == 2
