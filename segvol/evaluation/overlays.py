@@ -1,7 +1,7 @@
 """Overlays of reference and prediction on the scan: three orthogonal views and a GIF sweeping the slices.
 
 Colours: scan in grey, reference only green, prediction only red, both (overlap) yellow, blended over the scan
-with ``alpha``. Volumes are shown in the closest canonical (RAS+) orientation with the origin at the lower left:
+with ``alpha``. Pictures zoom to the masks with some surroundings (:func:`focus_box`). Volumes are shown in the closest canonical (RAS+) orientation with the origin at the lower left:
 x (towards the patient's right) runs left to right on screen, anterior is up in axial views and superior is up in
 coronal and sagittal views. Pixels keep the physical aspect ratio (voxel spacing).
 """
@@ -14,8 +14,8 @@ import numpy as np
 
 from segvol.utils import atomic_path
 
-__all__ = ["overlay_rgb", "to_display", "best_slices", "save_overlay", "save_gif", "frame_count", "COLOURS",
-           "VIEWS"]
+__all__ = ["overlay_rgb", "to_display", "best_slices", "focus_box", "save_overlay", "save_gif", "frame_count",
+           "COLOURS", "VIEWS"]
 
 COLOURS = {"reference": (0.0, 1.0, 0.0), "prediction": (1.0, 0.0, 0.0), "overlap": (1.0, 1.0, 0.0)}
 VIEWS = (("axial", 2), ("coronal", 1), ("sagittal", 0))
@@ -72,6 +72,23 @@ def _window(image: np.ndarray, sample: int = 2_000_000) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def focus_box(ref: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...], context_mm: float = 25.0
+              ) -> tuple[slice, ...]:
+    """The region the pictures show: the box around both masks plus ``context_mm`` (and at least a quarter of the
+    box) of surroundings on every side, so thin vessels in a whole CT are not a few pixels wide; the whole volume
+    when both masks are empty."""
+    from segvol.evaluation.metrics import union_box
+
+    box = union_box(ref > 0, pred > 0, margin=0)
+    if box is None:
+        return tuple(slice(0, s) for s in ref.shape)
+    out = []
+    for s, size, step in zip(box, ref.shape, spacing):
+        pad = max(int(np.ceil(context_mm / step)), (s.stop - s.start) // 4)
+        out.append(slice(max(s.start - pad, 0), min(s.stop + pad, size)))
+    return tuple(out)
+
+
 def save_overlay(path: str | Path, image: np.ndarray | None, ref: np.ndarray | None, pred: np.ndarray,
                  affine: np.ndarray, title: str = "") -> Path:
     """Axial, coronal and sagittal overlays at the slices with most reference foreground, with a legend (PNG).
@@ -88,14 +105,16 @@ def save_overlay(path: str | Path, image: np.ndarray | None, ref: np.ndarray | N
     ref = np.zeros(pred.shape, bool) if ref is None else ref
     image = np.zeros(ref.shape, np.float32) if image is None else image
     (image, ref, pred), spacing = to_display(affine, image, ref.astype(np.uint8), pred.astype(np.uint8))
-    window, slices = _window(image), best_slices(ref > 0, pred > 0)
+    window, box = _window(image), focus_box(ref, pred, spacing)
+    image, ref, pred = image[box], ref[box], pred[box]
+    slices = best_slices(ref > 0, pred > 0)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.6))
     for ax, (name, axis) in zip(axes, VIEWS):
         idx = slices[axis]
         rgb = overlay_rgb(_plane(image, axis, idx), _plane(ref, axis, idx), _plane(pred, axis, idx), window)
         h_axis, v_axis = [a for a in range(3) if a != axis]
         ax.imshow(rgb, origin="lower", interpolation="nearest", aspect=spacing[v_axis] / spacing[h_axis])
-        ax.set_title(f"{name} (slice {idx})")
+        ax.set_title(f"{name} (slice {idx + box[axis].start})")
         ax.axis("off")
     handles = [Patch(color=c, label=k) for k, c in legend.items()]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
@@ -115,8 +134,10 @@ def save_gif(path: str | Path, image: np.ndarray | None, ref: np.ndarray | None,
 
     ref = np.zeros(pred.shape, bool) if ref is None else ref
     image = np.zeros(ref.shape, np.float32) if image is None else image
-    (image, ref, pred), _ = to_display(affine, image, ref.astype(np.uint8), pred.astype(np.uint8))
+    (image, ref, pred), spacing = to_display(affine, image, ref.astype(np.uint8), pred.astype(np.uint8))
     window = _window(image)
+    box = focus_box(ref, pred, spacing)[:2] + (slice(None),)  # in-plane zoom; every axial slice stays reachable
+    image, ref, pred = image[box], ref[box], pred[box]
     hit = np.flatnonzero((ref > 0).any(axis=(0, 1)) | (pred > 0).any(axis=(0, 1)))
     lo, hi = (int(hit[0]), int(hit[-1])) if hit.size else (0, ref.shape[2] - 1)
     indices = np.unique(np.linspace(lo, hi, min(max_frames, hi - lo + 1)).round().astype(int))
