@@ -212,7 +212,7 @@ def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path, sw_ba
     labels, times = predict_volume(model, paths if len(paths) > 1 else paths[0], sw_batch_size, overlap, progress,
                                    tta, amp, found)
     array = labels[0].cpu().numpy().round().astype(np.uint8)
-    affine = np.asarray(labels.affine, dtype=np.float64)
+    affine = np.asarray(torch.as_tensor(labels.affine).detach().cpu(), dtype=np.float64)  # meta may sit on the GPU
     if ref is None:  # DICOM: the grid MONAI read (RAS, from ImagePositionPatient/Orientation and PixelSpacing)
         ref = SeriesGrid(tuple(int(s) for s in array.shape), affine)
     if array.shape != tuple(ref.shape[:3]):
