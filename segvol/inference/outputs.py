@@ -6,7 +6,8 @@ File names follow the mask's (``scan_seg.nii.gz``):
 option         file                           content
 =============  =============================  ==============================================================
 ``--prob``     ``scan_prob.nii.gz``           float32 foreground probability on the input's grid (one volume
-                                              per class or region, 4D when several), before post-processing
+                                              per class or region in the model's order, e.g. TC, WT, ET; 4D
+                                              when several), before post-processing
 ``--overlay``  ``scan_overlay.png``           axial, coronal and sagittal views through the mask's largest
                                               extent, scan in grey, mask in red
 ``--gif``      ``scan_seg.gif``               a sweep through the axial slices that hold the mask
