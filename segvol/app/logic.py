@@ -62,7 +62,6 @@ class AppResult:
     mask_bytes: bytes  # the mask as .nii.gz, for download
     seconds: float
     backend: str
-    spacing: tuple[float, ...]
     affine: np.ndarray  # voxel -> scanner mm of the scan
 
 
@@ -91,7 +90,7 @@ def segment_upload(files: list[tuple[str, bytes]], model: ModelChoice, device: s
         image = np.asanyarray(first.dataobj).astype(np.float32)
         image = image[..., 0] if image.ndim == 4 else image
         return AppResult(image, pred.labels, out.read_bytes(), seconds, model.path.suffix.lstrip("."),
-                         tuple(float(z) for z in first.header.get_zooms()[:3]), np.asarray(first.affine))
+                         np.asarray(first.affine))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -109,15 +108,13 @@ def _order_sequences(paths: list[Path]) -> list[Path]:
 
 def render_slice(image: np.ndarray, mask: np.ndarray, axis: int, index: int, opacity: float) -> np.ndarray:
     """RGB uint8 picture of one slice: the scan in grey (1st-99th percentile window), the mask in red."""
+    from segvol.evaluation.overlays import grey_window, overlay_rgb, slice_of
+
     index = int(np.clip(index, 0, image.shape[axis] - 1))
-    plane = np.take(image, index, axis=axis).astype(np.float32)
-    labels = np.take(mask, index, axis=axis) > 0
-    lo, hi = np.percentile(image, [1, 99]) if image.size else (0.0, 1.0)
-    grey = np.clip((plane - lo) / max(hi - lo, 1e-6), 0, 1)
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
-    red = np.array([1.0, 0.0, 0.0])
-    rgb[labels] = (1 - opacity) * rgb[labels] + opacity * red
-    return (np.rot90(rgb) * 255).astype(np.uint8)  # rows run anterior->posterior / superior->inferior
+    labels = slice_of(mask, axis, index) > 0
+    rgb = overlay_rgb(slice_of(image, axis, index), np.zeros_like(labels), labels, grey_window(image, (1, 99)),
+                      alpha=opacity)
+    return np.ascontiguousarray(np.rot90(rgb))  # rows run anterior->posterior / superior->inferior
 
 
 def mesh_stl(mask: np.ndarray, affine: np.ndarray) -> bytes:
@@ -135,9 +132,9 @@ def mesh_stl(mask: np.ndarray, affine: np.ndarray) -> bytes:
 
 def dice_score(pred: np.ndarray, ref: np.ndarray) -> float:
     """Dice of the foreground (any non-zero label); 1.0 when both are empty."""
-    p, r = pred > 0, ref > 0
-    total = p.sum() + r.sum()
-    return 1.0 if total == 0 else float(2 * (p & r).sum() / total)
+    from segvol.evaluation.metrics import overlap_metrics
+
+    return float(overlap_metrics(pred > 0, ref > 0)["dice"])
 
 
 def reference_mask(data: tuple[str, bytes], shape: tuple[int, ...]) -> Any:

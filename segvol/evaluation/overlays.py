@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from segvol.evaluation.io import spacing_of
 from segvol.utils import atomic_path
 
-__all__ = ["overlay_rgb", "to_display", "best_slices", "focus_box", "save_overlay", "save_gif", "frame_count",
-           "COLOURS", "VIEWS"]
+__all__ = ["overlay_rgb", "to_display", "best_slices", "slice_of", "grey_window", "focus_box", "save_overlay",
+           "save_gif", "frame_count", "COLOURS", "VIEWS"]
 
 COLOURS = {"reference": (0.0, 1.0, 0.0), "prediction": (1.0, 0.0, 0.0), "overlap": (1.0, 1.0, 0.0)}
 VIEWS = (("axial", 2), ("coronal", 1), ("sagittal", 0))
@@ -40,8 +41,8 @@ def to_display(affine: np.ndarray, *arrays: np.ndarray) -> tuple[list[np.ndarray
 
     ornt = nib.orientations.io_orientation(affine)
     out = [nib.orientations.apply_orientation(a, ornt) for a in arrays]
-    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-    spacing = tuple(float(zooms[int(i)]) for i in np.argsort(ornt[:, 0]))
+    zooms = spacing_of(affine)
+    spacing = tuple(zooms[int(i)] for i in np.argsort(ornt[:, 0]))
     return out, spacing  # type: ignore[return-value]
 
 
@@ -57,18 +58,25 @@ def best_slices(ref: np.ndarray, pred: np.ndarray) -> dict[int, int]:
     return out
 
 
+def slice_of(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """One slice by basic indexing: a view, where ``np.take`` would copy the whole (possibly reoriented, negatively
+    strided) volume for every slice."""
+    return volume[(slice(None),) * axis + (index,)]
+
+
 def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    """One slice, rows = the later axis (shown with origin="lower"). Basic indexing: a view, where ``np.take``
-    would copy the whole (reoriented, negatively strided) volume for every slice."""
-    return volume[(slice(None),) * axis + (index,)].T
+    """One slice with rows = the later axis (shown with origin="lower")."""
+    return slice_of(volume, axis, index).T
 
 
-def _window(image: np.ndarray, sample: int = 2_000_000) -> tuple[float, float]:
-    """Grey-level window: the 1st and 99.5th percentiles, from a regular subsample of at most ~``sample`` voxels."""
+def grey_window(image: np.ndarray, percentiles: tuple[float, float] = (1, 99.5), sample: int = 2_000_000
+                ) -> tuple[float, float]:
+    """Grey-level window: two percentiles of the scan, from a regular subsample of at most ~``sample`` voxels
+    (every voxel of smaller scans)."""
     if not image.size:
         return 0.0, 1.0
     step = max(1, int(np.ceil((image.size / sample) ** (1 / image.ndim))))
-    lo, hi = np.percentile(image[(slice(None, None, step),) * image.ndim], [1, 99.5])
+    lo, hi = np.percentile(image[(slice(None, None, step),) * image.ndim], list(percentiles))
     return float(lo), float(hi)
 
 
@@ -105,7 +113,7 @@ def save_overlay(path: str | Path, image: np.ndarray | None, ref: np.ndarray | N
     ref = np.zeros(pred.shape, bool) if ref is None else ref
     image = np.zeros(ref.shape, np.float32) if image is None else image
     (image, ref, pred), spacing = to_display(affine, image, ref.astype(np.uint8), pred.astype(np.uint8))
-    window, box = _window(image), focus_box(ref, pred, spacing)
+    window, box = grey_window(image), focus_box(ref, pred, spacing)
     image, ref, pred = image[box], ref[box], pred[box]
     slices = best_slices(ref > 0, pred > 0)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.6))
@@ -135,7 +143,7 @@ def save_gif(path: str | Path, image: np.ndarray | None, ref: np.ndarray | None,
     ref = np.zeros(pred.shape, bool) if ref is None else ref
     image = np.zeros(ref.shape, np.float32) if image is None else image
     (image, ref, pred), spacing = to_display(affine, image, ref.astype(np.uint8), pred.astype(np.uint8))
-    window = _window(image)
+    window = grey_window(image)
     box = focus_box(ref, pred, spacing)[:2] + (slice(None),)  # in-plane zoom; every axial slice stays reachable
     image, ref, pred = image[box], ref[box], pred[box]
     hit = np.flatnonzero((ref > 0).any(axis=(0, 1)) | (pred > 0).any(axis=(0, 1)))
