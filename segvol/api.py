@@ -257,7 +257,6 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
     from tqdm.auto import tqdm
 
     from segvol.data.brats import resolve_input
-    from segvol.data.dicom import is_series_folder
     from segvol.inference.backends import load_model
     from segvol.inference.outputs import ExtraOutputs, extra_targets
     from segvol.inference.predictor import infer_file
@@ -282,8 +281,7 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
     results = []
     bar = tqdm(list(zip(inputs, outputs)), desc="infer", unit="scan", disable=not progress or len(inputs) < 2)
     for image, target in bar:
-        if not (isinstance(image, Path) and is_series_folder(image)):
-            image = resolve_input(image, loaded.task.get("modalities", ()))  # case folder -> its sequences
+        image = resolve_input(image, loaded.task.get("modalities", ()))  # case folder -> its sequences
         results.append(infer_file(loaded, image, target, sw_batch_size=sw_batch_size, overlap=overlap,
                                   progress=progress and len(inputs) == 1, tta=tta, amp=amp, extras=extras,
                                   overwrite=overwrite))

@@ -245,10 +245,13 @@ def case_images(folder: str | Path, modalities: Sequence[str]) -> list[str]:
 
 
 def resolve_input(item: Any, modalities: Sequence[str]) -> Any:
-    """An inference input as the predictor takes it: a case folder becomes its sequences in the model's order;
-    a list of files whose names all name a sequence is put in that order; anything else is returned as is."""
+    """An inference input as the predictor takes it: a case folder becomes its sequences in the model's order
+    (a DICOM series folder stays one input); a list of files whose names all name a sequence is put in that order;
+    anything else is returned as is."""
+    from segvol.data.dicom import is_series_folder
+
     if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
-        return case_images(item, modalities)
+        return item if is_series_folder(item) else case_images(item, modalities)
     if isinstance(item, (list, tuple)) and len(item) > 1:
         named = {}
         for path in item:

@@ -106,8 +106,8 @@ def write_extras(targets: dict[str, Path], labels: np.ndarray, reference: Any, f
         from segvol.evaluation.overlays import save_gif, save_overlay
 
         image, mask = found.get("image"), labels != 0
-        name = targets.get("overlay", targets.get("gif")).name
         if "overlay" in targets:
+            name = targets["overlay"].name
             title = f"{name}: {int(mask.sum())} voxels segmented" if mask.any() else f"{name}: nothing segmented"
             written["overlay"] = save_overlay(targets["overlay"], image, None, mask, affine, title=title)
         if "gif" in targets:

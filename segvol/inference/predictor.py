@@ -134,12 +134,14 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
     if not bool(torch.isfinite(torch.as_tensor(data["image"])).all()):
         raise SegvolError(f"{_name(image_input)}: the image holds NaN or Inf values; replace them (e.g. with the "
                           f"background value) first")
+    from monai.transforms import EnsureChannelFirstd, EnsureTyped
+
     on_device = model.cfg.infer.device_transforms and model.device.type == "cuda"
-    for i, t in enumerate(prefix.transforms[1:]):
+    for t in prefix.transforms[1:]:
         data = t(data)
-        if i == 0 and "image" in extras:  # after EnsureChannelFirstd: (C, H, W, D) on the input's grid
+        if isinstance(t, EnsureChannelFirstd) and "image" in extras:  # (C, H, W, D) on the input's grid
             extras["image"] = np.asarray(data["image"][0].detach().cpu(), dtype=np.float32).copy()
-        if i == 1 and on_device:  # after EnsureTyped: resample, normalise and pad on the accelerator
+        if isinstance(t, EnsureTyped) and on_device:  # resample, normalise and pad on the accelerator
             data["image"] = data["image"].to(model.device)
     times["preprocess"] = time.perf_counter() - start - times["load"]
     image = data["image"]
@@ -167,8 +169,7 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
     data["pred"] = MetaTensor(index.to(image.device).float(), meta=dict(image.meta))
     labels = inverse_transform(prefix)(data)["pred"]  # inverted where the image is (the GPU with device_transforms)
     if prob is not None:
-        data["prob"] = MetaTensor(prob, meta=dict(image.meta))
-        data["prob"] = data["prob"].to(image.device)
+        data["prob"] = MetaTensor(prob.to(image.device), meta=dict(image.meta))
         inverted = inverse_transform(prefix, key="prob", nearest=False)(data)["prob"]
         extras["prob"] = np.clip(np.asarray(inverted.detach().cpu(), dtype=np.float32), 0.0, 1.0)
     times["invert"] = time.perf_counter() - start
