@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SegvolError"]
+__all__ = ["SegvolError", "first_line"]
 
 
 class SegvolError(Exception):
@@ -10,3 +10,10 @@ class SegvolError(Exception):
 
     The message names the file (when there is one) and the problem in one line.
     """
+
+
+def first_line(exc: BaseException, limit: int = 160, empty: str | None = None) -> str:
+    """The first line of an exception's message, at most ``limit`` characters, for a one-line error (``empty``, else
+    the exception's type name, when the message is blank)."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else empty or type(exc).__name__)[:limit]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segvol.errors import SegvolError
+from segvol.errors import SegvolError, first_line
 from segvol.utils import atomic_dir
 
 __all__ = ["is_dicom_file", "is_series_folder", "check_series", "read_series", "series_reader", "write_series",
@@ -56,11 +56,6 @@ def series_reader():  # noqa: ANN201  (a MONAI ImageReader)
     return PydicomReader()
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:160]
-
-
 def check_series(folder: str | Path) -> int:
     """Check every file of a DICOM series before it is read: each file readable with its whole pixel data, one
     series, one slice size, and evenly spaced slice positions (a missing slice would silently stretch the
@@ -81,7 +76,7 @@ def check_series(folder: str | Path) -> int:
             position = np.array([float(v) for v in ds.ImagePositionPatient])
             orientation = np.array([float(v) for v in ds.ImageOrientationPatient])
         except Exception as exc:  # pydicom raises many types for broken files
-            raise SegvolError(f"{path}: not a readable DICOM image ({type(exc).__name__}: {_short(exc)})") from exc
+            raise SegvolError(f"{path}: not a readable DICOM image ({type(exc).__name__}: {first_line(exc)})") from exc
         if not ds.file_meta.TransferSyntaxUID.is_compressed:
             expected = rows * cols * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
             if len(pixels) < expected:
@@ -122,7 +117,7 @@ def read_series(folder: str | Path) -> tuple[np.ndarray, SeriesGrid]:
     except Exception as exc:  # pydicom and MONAI raise many types for broken series
         cause = exc.__cause__ or exc
         raise SegvolError(f"{folder}: not a readable DICOM series ({type(cause).__name__}: "
-                          f"{str(cause).strip().splitlines()[0][:160] if str(cause).strip() else 'corrupt'})") from exc
+                          f"{first_line(cause, empty='corrupt')})") from exc
     if image.ndim != 3:
         raise SegvolError(f"{folder}: expected one 3D series, got data of shape {tuple(image.shape)}")
     return np.asarray(image, dtype=np.float32), SeriesGrid(tuple(int(s) for s in image.shape),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segvol.errors import SegvolError
+from segvol.errors import SegvolError, first_line
 from segvol.utils import atomic_path
 
 __all__ = ["read_header", "check_volume", "save_like", "same_grid", "NIFTI_SUFFIXES", "strip_nifti_suffix",
@@ -44,7 +44,7 @@ def read_header(path: str | Path):  # noqa: ANN201  (nibabel image, data not loa
     try:
         img = nib.load(str(path))
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
-        raise SegvolError(f"{path}: not a readable NIfTI file ({_short(exc)})") from exc
+        raise SegvolError(f"{path}: not a readable NIfTI file ({first_line(exc)})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise SegvolError(f"{path}: not a NIfTI file ({type(img).__name__})")
     return img
@@ -68,7 +68,7 @@ def check_volume(path: str | Path, channels: int | None = None, load_data: bool 
         try:
             np.asanyarray(img.dataobj)
         except (OSError, EOFError, zlib.error, ValueError) as exc:
-            raise SegvolError(f"{path}: truncated or corrupt NIfTI data ({_short(exc)})") from exc
+            raise SegvolError(f"{path}: truncated or corrupt NIfTI data ({first_line(exc)})") from exc
     return img
 
 
@@ -101,8 +101,3 @@ def save_like(array: np.ndarray, reference, path: str | Path, dtype: type = np.u
     out.header.set_slope_inter(1.0, 0.0)
     with atomic_path(path) as tmp:
         nib.save(out, str(tmp))
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:160]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segvol.errors import SegvolError
+from segvol.errors import SegvolError, first_line
 from segvol.inference.backends import LoadedModel
 from segvol.inference.core import sliding_window, stitch_device, to_label_index
 from segvol.inference.nifti import check_volume, save_like
@@ -129,7 +129,7 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the file in the message
         cause = exc.__cause__ or exc
         raise SegvolError(f"{_name(image_input)}: cannot read the image data ({type(cause).__name__}: "
-                          f"{str(cause).strip().splitlines()[0][:160] if str(cause).strip() else 'truncated?'})") from exc
+                          f"{first_line(cause, empty='truncated?')})") from exc
     times["load"] = time.perf_counter() - start
     if not bool(torch.isfinite(torch.as_tensor(data["image"])).all()):
         raise SegvolError(f"{_name(image_input)}: the image holds NaN or Inf values; replace them (e.g. with the "

@@ -41,11 +41,10 @@ def preview_image(image: Any, label: Any, pred: Any) -> np.ndarray:
         label: reference mask or label map, same grid; anything non-zero is foreground.
         pred: predicted mask or label map, same grid.
     """
-    from segvol.evaluation.overlays import grey_window, overlay_rgb
+    from segvol.evaluation.overlays import best_slices, grey_window, overlay_rgb
 
     img, ref, prd = _squeeze(image), _squeeze(label) != 0, _squeeze(pred) != 0
-    counts = ref.sum(axis=(0, 1)) if ref.any() else prd.sum(axis=(0, 1))
-    k = int(np.argmax(counts)) if counts.any() else img.shape[2] // 2
+    k = best_slices(ref, prd)[2]
     rgb = overlay_rgb(img[:, :, k].T[::-1], ref[:, :, k].T[::-1], prd[:, :, k].T[::-1], grey_window(img))
     return rgb.transpose(2, 0, 1)
 
