@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from segvol.config import Config, config_to_dict
 from segvol.errors import SegvolError
 
-__all__ = ["synth", "train", "export_onnx", "infer", "newest_run", "default_output", "resolve_records",
-           "import_data"]
+__all__ = ["synth", "train", "export_onnx", "infer", "newest_run", "default_output", "expand_inputs",
+           "check_targets", "resolve_records", "import_data"]
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,13 @@ def export_onnx(*, checkpoint: str | Path | None = None, out: str | Path = "mode
     return export_onnx_file(load_checkpoint(ckpt_path), out)
 
 
-def default_output(image: str | Path, out_dir: str | Path | None = None) -> Path:
-    """``scan.nii.gz`` -> ``scan_seg.nii.gz`` beside the input (or in ``out_dir``)."""
-    from segvol.inference.nifti import strip_nifti_suffix
+def default_output(image: Any, out_dir: str | Path | None = None) -> Path | None:
+    """``scan.nii.gz`` -> ``scan_seg.nii.gz`` beside the input (or in ``out_dir``); a folder (BraTS case, DICOM
+    series) -> ``<folder>_seg.nii.gz`` beside it; an in-memory scan -> None (nothing is written)."""
+    from segvol.inference.nifti import is_in_memory, strip_nifti_suffix
 
+    if _as_array_input(image) is not None or is_in_memory(image):
+        return None
     if isinstance(image, (list, tuple)):  # the sequences of one multi-channel scan: named after the first
         image = image[0]
     image = Path(image)
@@ -200,16 +204,61 @@ def _default_model(models_dir: str | Path) -> Path:
     return onnx_path if onnx_path.is_file() else newest_run(models_dir)
 
 
-def expand_inputs(inputs: list[Any], multichannel: bool) -> list[Any]:
-    """Globs -> matching files; a folder -> its scans (or, for a multi-channel model, one case folder).
+def _as_array_input(item: Any) -> tuple[Any, Any] | None:
+    """``(array, affine)`` when ``item`` is an in-memory scan given as a numpy array and its 4x4 affine."""
+    if isinstance(item, tuple) and len(item) == 2 and type(item[0]).__module__ == "numpy" \
+            and hasattr(item[0], "ndim"):
+        return item
+    return None
 
-    A folder with no NIfTI scans is a DICOM series when it holds DICOM files, else each of its series subfolders
-    is one. Masks segvol wrote earlier (``*_seg.nii.gz``) and ImageCAS labels (``*.label.nii.gz``) are not inputs.
+
+def _is_case_folder(folder: Path, modalities: Sequence[str]) -> bool:
+    """Whether ``folder`` is one case of the model's dataset (its sequences in one folder) rather than a folder of
+    scans: always for a model of several channels; for one channel, when the folder's files are named as that
+    sequence (a BraTS case read by a FLAIR-only model)."""
+    from segvol.data.brats import ALIASES, scan_case
+
+    if len(modalities) > 1:
+        return True
+    wanted = {ALIASES.get(str(m).lower()) for m in modalities} - {None, "seg"}
+    if not modalities or len(wanted) != len(modalities):
+        return False
+    try:
+        files = scan_case(folder).files
+    except SegvolError:  # e.g. several FLAIR files: a folder of scans, not one case
+        return False
+    return wanted <= set(files)
+
+
+def _expand_folder(folder: Path, modalities: Sequence[str], is_scan: Any) -> list[Any]:
+    from segvol.data.dicom import is_series_folder
+
+    if is_series_folder(folder):
+        return [folder]  # one DICOM series
+    if _is_case_folder(folder, modalities):
+        return [folder]  # one case: read in the model's sequences by resolve_input
+    scans = sorted(p for p in folder.iterdir() if p.is_file() and is_scan(p))
+    if not scans:  # a folder of DICOM series folders, or of case folders
+        scans = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                       and (is_series_folder(p) or _is_case_folder(p, modalities)))
+    if not scans and len(modalities) > 1:
+        return [folder]  # a case folder lacking sequences: resolve_input names what is missing
+    if not scans:
+        raise SegvolError(f"{folder}: folder holds no .nii/.nii.gz scans and no DICOM series")
+    return scans
+
+
+def expand_inputs(inputs: list[Any], modalities: Sequence[str] = ()) -> list[Any]:
+    """Globs -> matching files; a folder -> its scans, unless it is one scan itself: a DICOM series, or a case of
+    the model's dataset (``modalities``: the model's channels, e.g. ``("flair",)``; see :func:`_is_case_folder`).
+
+    A folder with no NIfTI scans is a DICOM series when it holds DICOM files, else each of its series (or case)
+    subfolders is one input. Masks segvol wrote earlier (``*_seg.nii.gz``) and ImageCAS labels
+    (``*.label.nii.gz``) are not inputs. In-memory scans (nibabel images, ``(array, affine)``) pass through.
     """
     import glob
 
-    from segvol.data.dicom import is_series_folder
-    from segvol.inference.nifti import NIFTI_SUFFIXES
+    from segvol.inference.nifti import NIFTI_SUFFIXES, is_in_memory
 
     def is_scan(p: Path) -> bool:
         name = p.name.lower()
@@ -217,7 +266,7 @@ def expand_inputs(inputs: list[Any], multichannel: bool) -> list[Any]:
 
     expanded: list[Any] = []
     for item in inputs:
-        if isinstance(item, (list, tuple)):
+        if isinstance(item, (list, tuple)) or is_in_memory(item):
             expanded.append(item)
             continue
         text = str(item)
@@ -226,65 +275,124 @@ def expand_inputs(inputs: list[Any], multichannel: bool) -> list[Any]:
             if not matches:
                 raise SegvolError(f"{text}: no files match this pattern")
             expanded += [m for m in matches if m.is_dir() or is_scan(m)]
-        elif Path(text).is_dir() and not multichannel:
-            folder = Path(text)
-            scans = sorted(p for p in folder.iterdir() if p.is_file() and is_scan(p))
-            if not scans and is_series_folder(folder):
-                scans = [folder]  # one DICOM series
-            elif not scans:  # a folder of DICOM series folders
-                scans = sorted(p for p in folder.iterdir() if p.is_dir() and is_series_folder(p))
-            if not scans:
-                raise SegvolError(f"{text}: folder holds no .nii/.nii.gz scans and no DICOM series")
-            expanded += scans
+        elif Path(text).is_dir():
+            expanded += _expand_folder(Path(text), modalities, is_scan)
         else:
             expanded.append(Path(text))
     return expanded
 
 
+def _input_files(item: Any) -> list[Path]:
+    """The files and folders an input reads (for the never-replace-an-input check)."""
+    from segvol.inference.nifti import is_in_memory
+
+    if _as_array_input(item) is not None or is_in_memory(item):
+        return []
+    items = list(item) if isinstance(item, (list, tuple)) else [item]
+    return [Path(p).resolve() for p in items]
+
+
+def check_targets(inputs: list[Any], targets: list[dict[str, Path]], overwrite: bool) -> None:
+    """Refuse, before any work, a batch whose outputs would collide or replace what must stay.
+
+    Two inputs naming one output (``a/scan.nii.gz`` and ``b/scan.nii.gz`` with one ``--out-dir``; ``scan.nii``
+    beside ``scan.nii.gz``; a DICOM folder ``case7/`` beside ``case7.nii.gz``), an output that is an input or lies
+    inside an input folder (``--overwrite`` or not), an output that is a folder, and an existing output without
+    ``overwrite`` are one-line errors naming the files.
+    """
+    from segvol.utils import check_writable_target
+
+    owner: dict[Path, Any] = {}
+    protected = {p: item for item in inputs for p in _input_files(item)}
+    for item, files in zip(inputs, targets):
+        for target in files.values():
+            key = target.resolve()
+            if key in owner:
+                raise SegvolError(f"{_input_name(item)} and {_input_name(owner[key])} would both write {target}; "
+                                  f"give them different --out-dir folders or names")
+            owner[key] = item
+            if key in protected:
+                raise SegvolError(f"{target}: is an input ({_input_name(protected[key])}); an output never "
+                                  f"replaces an input")
+            inside = next((p for p in protected if p.is_dir() and p in key.parents), None)
+            if inside is not None:
+                raise SegvolError(f"{target}: would be written inside the input folder {inside}; write it elsewhere")
+            if target.is_dir():
+                raise SegvolError(f"{target}: is a folder; the output must be a file name")
+            check_writable_target(target, overwrite)
+
+
+def _input_name(item: Any) -> str:
+    if isinstance(item, (list, tuple)) and _as_array_input(item) is None:
+        return str(item[0]) if item else "?"
+    return str(item) if _as_array_input(item) is None else "<in-memory array>"
+
+
+def _output_paths(inputs: list[Any], out: str | Path | None, out_dir: str | Path | None) -> list[Path | None]:
+    if out is not None:
+        if len(inputs) > 1:
+            raise SegvolError("-o/--out names one file; use --out-dir for several inputs")
+        if Path(out).is_dir():
+            raise SegvolError(f"-o {out}: is a folder; -o names the mask file (use --out-dir for a folder)")
+        return [Path(out)]
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise SegvolError(f"--out-dir {out_dir}: is a file, not a folder")
+    return [default_output(p, out_dir) for p in inputs]
+
+
 def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path | None = None,
           out_dir: str | Path | None = None, device: str = "auto", sw_batch_size: int | None = None,
           overlap: float | None = None, overwrite: bool = False, models_dir: str | Path = "models",
-          progress: bool = False, tta: bool = False, amp: bool = False, prob: bool = False, overlay: bool = False,
-          gif: bool = False, mesh: str | None = None) -> list[Any]:
-    """Segment each input scan and write its mask on the scan's own grid. Returns one Prediction per input.
+          progress: bool = False, tta: bool = False, amp: bool = False,
+          outputs: str | Sequence[str] | None = None) -> list[Any]:
+    """Segment each input scan and write its outputs on the scan's own grid. Returns one Prediction per input.
 
     An input is a scan file, a glob, a folder of scans, a DICOM series folder (or a folder of them), a list of files
-    (the sequences of one multi-channel scan) or a BraTS case folder (its sequences in the model's order). Masks of
-    folders go beside them as ``<folder>_seg.nii.gz``. ``tta`` averages the predictions over three axis flips;
-    ``amp`` runs PyTorch models in bf16 on CUDA. ``prob``, ``overlay``, ``gif`` and ``mesh`` (``"stl"`` or
-    ``"ply"``) add the outputs of :mod:`segvol.inference.outputs` next to each mask.
+    (the sequences of one multi-channel scan), a case folder of the model's dataset (read in the model's sequences,
+    however many), or a scan in memory: a ``nibabel.Nifti1Image`` (or a list of them), or ``(array, affine)``.
+    ``Prediction.mask`` is the mask in the input's kind: the written path, a ``Nifti1Image``, or a uint8 array; in
+    memory nothing is written unless ``out`` is given. Masks of folders go beside them as ``<folder>_seg.nii.gz``.
+
+    ``outputs`` names the output formats (``"seg,overlay,stl"``; see :mod:`segvol.inference.outputs`; default
+    ``seg``). Outputs that would collide, replace an input or (without ``overwrite``) an existing file are refused
+    before any work. ``tta`` averages the predictions over three axis flips; ``amp`` runs PyTorch models in bf16 on
+    CUDA.
     """
     from tqdm.auto import tqdm
 
     from segvol.data.brats import resolve_input
     from segvol.inference.backends import load_model
-    from segvol.inference.outputs import ExtraOutputs, extra_targets
+    from segvol.inference.nifti import as_image
+    from segvol.inference.outputs import OutputPlan
     from segvol.inference.predictor import infer_file
-    from segvol.utils import check_writable_target, pick_device
+    from segvol.utils import pick_device
 
     if not inputs:
         raise SegvolError("no input scans given")
-    if mesh is not None and mesh not in ("stl", "ply"):
-        raise SegvolError(f"--mesh {mesh!r}: expected stl or ply")
-    extras = ExtraOutputs(prob=prob, overlay=overlay, gif=gif, mesh=mesh)
+    plan = OutputPlan.of(outputs)
     loaded = load_model(model or _default_model(models_dir), pick_device(device))
     log.info("model: %s (%s)", loaded.path, loaded.backend)
     if amp and not (loaded.backend == "pytorch" and loaded.device.type == "cuda"):
         log.warning("--amp applies to PyTorch models on CUDA; running in float32")
-    inputs = expand_inputs(list(inputs), int(loaded.task.get("in_channels", 1)) > 1)
-    if out and len(inputs) > 1:
-        raise SegvolError("-o/--out names one file; use --out-dir for several inputs")
-    outputs = [Path(out) if out else default_output(p, out_dir) for p in inputs]
-    for target in outputs:
-        check_writable_target(target, overwrite)
-        extra_targets(target, extras, overwrite)
+    modalities = tuple(loaded.task.get("modalities", ()))
+    inputs = expand_inputs(list(inputs), modalities)
+    masks = _output_paths(inputs, out, out_dir)
+    for item, mask in zip(inputs, masks):
+        reason = plan.refusal(item) if mask is not None else None
+        if reason:
+            raise SegvolError(reason)
+    check_targets(inputs, [plan.targets(m) if m is not None else {} for m in masks], overwrite)
     results = []
-    bar = tqdm(list(zip(inputs, outputs)), desc="infer", unit="scan", disable=not progress or len(inputs) < 2)
-    for image, target in bar:
-        image = resolve_input(image, loaded.task.get("modalities", ()))  # case folder -> its sequences
-        results.append(infer_file(loaded, image, target, sw_batch_size=sw_batch_size, overlap=overlap,
-                                  progress=progress and len(inputs) == 1, tta=tta, amp=amp, extras=extras,
-                                  overwrite=overwrite))
+    bar = tqdm(list(zip(inputs, masks)), desc="infer", unit="scan", disable=not progress or len(inputs) < 2)
+    for item, mask in bar:
+        array_input = _as_array_input(item)
+        image = as_image(*array_input) if array_input is not None else resolve_input(item, modalities)
+        pred = infer_file(loaded, image, mask, sw_batch_size=sw_batch_size, overlap=overlap,
+                          progress=progress and len(inputs) == 1, tta=tta, amp=amp, outputs=plan,
+                          overwrite=overwrite)
+        if array_input is not None:
+            pred.mask = pred.labels
+        results.append(pred)
     return results
 
 

@@ -13,7 +13,7 @@ from segvol.argtypes import DEVICE_HELP
 from segvol.argtypes import device as _device
 from segvol.argtypes import fraction as _fraction
 from segvol.argtypes import positive_int as _positive_int
-from segvol.errors import SegvolError
+from segvol.errors import SegvolError, first_line
 from segvol.evaluation import commands as evaluation_commands  # argparse only: evaluate, report, mesh
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -122,12 +122,14 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=_fraction, default=None, help="sliding-window overlap in [0, 1)")
     p.add_argument("--tta", action="store_true", help="average over three axis flips (4x the inference time)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (PyTorch models on CUDA)")
-    extra = p.add_argument_group("extra outputs (beside each mask)")
-    extra.add_argument("--prob", action="store_true", help="probability map <scan>_prob.nii.gz (float32)")
-    extra.add_argument("--overlay", action="store_true", help="three-view overlay <scan>_overlay.png")
-    extra.add_argument("--gif", action="store_true", help="axial slice sweep <scan>_seg.gif")
-    extra.add_argument("--mesh", action="store_true", help="surface mesh in scanner mm, <scan>_seg.stl")
-    extra.add_argument("--mesh-format", choices=("stl", "ply"), default="stl", help="mesh file format (default stl)")
+    p.add_argument("--output", dest="outputs", action="append", default=None, metavar="FORMATS",
+                   help="what to write for each scan, comma-separated (default seg): " + _OUTPUT_HELP)
+    alias = p.add_argument_group("output aliases (each adds one format to --output)")
+    alias.add_argument("--prob", action="store_true", help="= --output seg,prob")
+    alias.add_argument("--overlay", action="store_true", help="= --output seg,overlay")
+    alias.add_argument("--gif", action="store_true", help="= --output seg,gif")
+    alias.add_argument("--mesh", action="store_true", help="= --output seg,stl (or ply with --mesh-format ply)")
+    alias.add_argument("--mesh-format", choices=("stl", "ply"), default="stl", help="format for --mesh (default stl)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--models", default="models")
 
@@ -139,10 +141,21 @@ def _run_infer(args: argparse.Namespace) -> int:
     results = api.infer(inputs=inputs, model=args.model, out=args.out, out_dir=args.out_dir,
                         device=args.device, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
                         overwrite=args.overwrite, models_dir=args.models, progress=not args.quiet,
-                        tta=args.tta, amp=args.amp, prob=args.prob, overlay=args.overlay, gif=args.gif,
-                        mesh=args.mesh_format if args.mesh else None)
+                        tta=args.tta, amp=args.amp, outputs=_infer_outputs(args))
     print(_timing_table(results))
     return 0
+
+
+_OUTPUT_HELP = ("seg (mask .nii.gz), prob (probabilities), overlay (PNG), gif (slice sweep), stl or ply (surface in "
+                "scanner mm), dicom-seg (DICOM Segmentation, DICOM inputs), and any registered in "
+                "segvol/inference/outputs.py; e.g. --output seg,overlay,stl")
+
+
+def _infer_outputs(args: argparse.Namespace) -> list[str]:
+    """``--output`` (default ``seg``) plus the formats of the old flags ``--prob/--overlay/--gif/--mesh``."""
+    names = [n for item in (args.outputs or ["seg"]) for n in item.split(",") if n.strip()]
+    aliases = {"prob": args.prob, "overlay": args.overlay, "gif": args.gif, args.mesh_format: args.mesh}
+    return names + [name for name, wanted in aliases.items() if wanted]
 
 
 def _timing_table(results: list) -> str:
@@ -322,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
         if args.debug or "out of memory" not in str(exc).lower():
             raise
-        print(f"segvol {args.command}: error: out of memory on the GPU ({str(exc).splitlines()[0][:100]}); try a "
+        print(f"segvol {args.command}: error: out of memory on the GPU ({first_line(exc, 100)}); try a "
               f"smaller --sw-batch-size, or --device cpu", file=sys.stderr)
         return 2
 

@@ -17,7 +17,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from segvol.errors import SegvolError
+from segvol.errors import SegvolError, first_line
 
 __all__ = [
     "AugmentConfig",
@@ -225,7 +225,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise SegvolError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        raise SegvolError(f"{path}: not valid YAML ({first_line(exc)})") from exc
     if not isinstance(values, dict):
         raise SegvolError(f"{path}: expected a mapping of sections at the top level")
     base = values.pop("base", None)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from segvol.errors import SegvolError
+from segvol.errors import SegvolError, first_line
 
 __all__ = ["Problem", "FileInfo", "HINTS", "CT_PLAUSIBLE", "inspect_file", "same_grid", "gzip_size_problem"]
 
@@ -140,7 +140,7 @@ def gzip_size_problem(path: str | Path, img: Any) -> str | None:
             while chunk := fh.read(1 << 22):
                 total += len(chunk)
     except (OSError, EOFError, zlib.error) as exc:
-        return f"compressed data ends early ({str(exc).splitlines()[0][:80] or type(exc).__name__})"
+        return f"compressed data ends early ({first_line(exc, 80)})"
     return None if total >= needed else f"holds {total} bytes of data, the header needs {needed}"
 
 
@@ -223,7 +223,7 @@ def inspect_file(path: str | Path, role: str, case: str, *, channels: int | None
     try:
         data = np.asanyarray(img.dataobj)
     except (OSError, EOFError, zlib.error, ValueError) as exc:
-        info.add("error", "truncated", case, f"truncated or corrupt data ({str(exc).splitlines()[0][:80]})")
+        info.add("error", "truncated", case, f"truncated or corrupt data ({first_line(exc, 80)})")
         return info
     finite = _value_stats(info, case, data)
     if finite is None:
@@ -239,13 +239,8 @@ def inspect_file(path: str | Path, role: str, case: str, *, channels: int | None
 
 
 def same_grid(a: FileInfo, b: FileInfo) -> str | None:
-    """Why ``b``'s grid differs from ``a``'s (shape, spacing, affine), or None when they agree."""
-    if a.shape[:3] != b.shape[:3]:
-        return f"shape {tuple(b.shape[:3])} vs {tuple(a.shape[:3])}"
-    if not np.allclose(a.spacing, b.spacing, rtol=1e-3, atol=GRID_ATOL):
-        return f"spacing {b.spacing} vs {a.spacing} mm"
-    if not np.allclose(a.affine[:3, :3], b.affine[:3, :3], atol=GRID_ATOL) or \
-            not np.allclose(a.affine[:3, 3], b.affine[:3, 3], atol=ORIGIN_ATOL):
-        diff = float(np.abs(a.affine - b.affine).max())
-        return f"affine differs (by up to {diff:.3g})"
-    return None
+    """Why ``b``'s grid differs from ``a``'s (shape, spacing, affine), or None when they agree (origins within
+    :data:`ORIGIN_ATOL` mm)."""
+    from segvol.inference.nifti import grid_mismatch
+
+    return grid_mismatch(a, b, atol=GRID_ATOL, origin_atol=ORIGIN_ATOL)

@@ -108,13 +108,16 @@ def spacing_of(affine: np.ndarray) -> tuple[float, ...]:
 
 def check_same_grid(pred_path: Path, pred_shape: tuple, pred_affine: np.ndarray, ref_path: Path, ref_shape: tuple,
                     ref_affine: np.ndarray) -> None:
-    """Prediction and reference must share a grid: shape and affine (1e-3 mm)."""
-    if tuple(pred_shape) != tuple(ref_shape):
+    """Prediction and reference must share a grid (:func:`segvol.inference.nifti.grid_mismatch`)."""
+    from segvol.inference.nifti import Grid, grid_mismatch
+
+    reason = grid_mismatch(Grid(tuple(ref_shape), ref_affine), Grid(tuple(pred_shape), pred_affine))
+    if reason is None:
+        return
+    if reason.startswith("shape"):
         raise SegvolError(f"{pred_path}: shape {tuple(pred_shape)} differs from the reference {ref_path} "
                           f"{tuple(ref_shape)}; resample the prediction onto the reference grid first")
-    if not np.allclose(pred_affine, ref_affine, atol=1e-3):
-        raise SegvolError(f"{pred_path}: affine differs from the reference {ref_path}; the masks are not on the "
-                          f"same grid")
+    raise SegvolError(f"{pred_path}: not on the grid of the reference {ref_path} ({reason})")
 
 
 

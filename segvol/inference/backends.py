@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from segvol.config import Config, config_from_dict
-from segvol.errors import SegvolError
+from segvol.errors import SegvolError, first_line
 
 __all__ = ["LoadedModel", "load_model", "ONNX_META_KEYS"]
 
@@ -55,7 +55,7 @@ def _load_torch(path: Path, device: torch.device) -> LoadedModel:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
         raise SegvolError(f"{path}: weights do not match the network stored in the checkpoint "
-                          f"({str(exc).splitlines()[0][:120]})") from exc
+                          f"({first_line(exc, 120)})") from exc
     model.to(device).eval()
     if device.type == "cuda":  # every window has the ROI's shape: let cuDNN pick the fastest kernels once
         torch.backends.cudnn.benchmark = True
@@ -83,7 +83,7 @@ def _load_onnx(path: Path, device: torch.device) -> LoadedModel:
     try:
         session = ort.InferenceSession(str(path), providers=onnx_providers(device))
     except Exception as exc:  # onnxruntime raises its own exception types for broken files
-        raise SegvolError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:160]})") from exc
+        raise SegvolError(f"{path}: not a loadable ONNX model ({first_line(exc)})") from exc
     meta = session.get_modelmeta().custom_metadata_map
     missing = [k for k in ONNX_META_KEYS if k not in meta]
     if missing:

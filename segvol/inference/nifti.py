@@ -1,9 +1,10 @@
-"""NIfTI reading checks and writing on the input's own grid."""
+"""NIfTI reading checks, the one grid comparison, in-memory scans, and writing on the input's own grid."""
 
 from __future__ import annotations
 
 import gzip
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,13 @@ import numpy as np
 from segvol.errors import SegvolError, first_line
 from segvol.utils import atomic_path
 
-__all__ = ["read_header", "check_volume", "save_like", "same_grid", "NIFTI_SUFFIXES", "strip_nifti_suffix",
-           "nifti_stem"]
+__all__ = ["read_header", "check_volume", "check_image", "save_like", "grid_mismatch", "NIFTI_SUFFIXES",
+           "strip_nifti_suffix", "nifti_stem", "image_from_bytes", "is_in_memory", "Grid", "GRID_ATOL",
+           "image_like", "as_image", "load_in_memory", "IN_MEMORY"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+IN_MEMORY = "<in-memory scan>"  # what errors and metadata call a scan given as an object
+GRID_ATOL = 1e-3  # mm (and direction cosines): two grids closer than this are one grid
 
 
 def nifti_stem(name: str) -> str | None:
@@ -53,31 +57,86 @@ def read_header(path: str | Path):  # noqa: ANN201  (nibabel image, data not loa
 def check_volume(path: str | Path, channels: int | None = None, load_data: bool = True):  # noqa: ANN201
     """Check that ``path`` is a readable 3D NIfTI (or 4D with ``channels`` volumes); reads the data once
     when ``load_data`` so that a truncated file is caught here and not half-way through a pipeline."""
-    img = read_header(path)
+    return check_image(read_header(path), str(path), channels=channels, load_data=load_data)
+
+
+def check_image(img, name: str, channels: int | None = None, load_data: bool = True):  # noqa: ANN001, ANN201
+    """:func:`check_volume` for a nibabel image already open (from a file or from memory); errors call it
+    ``name``."""
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if channels is None or channels == 1:
         if len(shape) != 3:
-            raise SegvolError(f"{path}: expected a 3D volume, got {len(img.shape)}D data of shape {img.shape}")
+            raise SegvolError(f"{name}: expected a 3D volume, got {len(img.shape)}D data of shape {img.shape}")
     elif len(shape) != 4 or shape[3] != channels:
-        raise SegvolError(f"{path}: expected a 4D volume with {channels} channels, got shape {img.shape}")
+        raise SegvolError(f"{name}: expected a 4D volume with {channels} channels, got shape {img.shape}")
     if min(shape[:3]) < 2:
-        raise SegvolError(f"{path}: a volume needs at least 2 voxels along every axis, got shape {img.shape}")
+        raise SegvolError(f"{name}: a volume needs at least 2 voxels along every axis, got shape {img.shape}")
     if load_data:
         try:
             np.asanyarray(img.dataobj)
         except (OSError, EOFError, zlib.error, ValueError) as exc:
-            raise SegvolError(f"{path}: truncated or corrupt NIfTI data ({first_line(exc)})") from exc
+            raise SegvolError(f"{name}: truncated or corrupt NIfTI data ({first_line(exc)})") from exc
     return img
 
 
-def same_grid(a, b, atol: float = 1e-3) -> bool:  # noqa: ANN001
-    return tuple(a.shape[:3]) == tuple(b.shape[:3]) and np.allclose(a.affine, b.affine, atol=atol)
+def grid_mismatch(a, b, atol: float = GRID_ATOL, origin_atol: float | None = None) -> str | None:  # noqa: ANN001
+    """Why ``b``'s grid differs from ``a``'s, or None when they are one grid: segvol's one grid check.
+
+    ``a`` and ``b`` are anything with a ``shape`` (spatial axes first) and a 4x4 ``affine``: nibabel images, DICOM
+    ``SeriesGrid``s, check-data ``FileInfo``s, :class:`Grid`. Shapes must be equal, voxel axes (direction x
+    spacing) equal within ``atol``, origins within ``origin_atol`` mm (default ``atol``). The reason reads
+    ``shape (b) vs (a)``, ``spacing [b] vs [a] mm`` or ``affine differs (by up to d)``.
+    """
+    a_shape, b_shape = tuple(int(s) for s in a.shape[:3]), tuple(int(s) for s in b.shape[:3])
+    if a_shape != b_shape:
+        return f"shape {b_shape} vs {a_shape}"
+    a_aff, b_aff = np.asarray(a.affine, dtype=np.float64), np.asarray(b.affine, dtype=np.float64)
+    a_sp, b_sp = np.linalg.norm(a_aff[:3, :3], axis=0), np.linalg.norm(b_aff[:3, :3], axis=0)
+    if not np.allclose(a_sp, b_sp, rtol=1e-3, atol=atol):
+        return f"spacing {[round(float(v), 4) for v in b_sp]} vs {[round(float(v), 4) for v in a_sp]} mm"
+    if not np.allclose(a_aff[:3, :3], b_aff[:3, :3], atol=atol) or \
+            not np.allclose(a_aff[:3, 3], b_aff[:3, 3], atol=atol if origin_atol is None else origin_atol):
+        return f"affine differs (by up to {float(np.abs(a_aff - b_aff).max()):.3g})"
+    return None
 
 
-def save_like(array: np.ndarray, reference, path: str | Path, dtype: type = np.uint8) -> None:  # noqa: ANN001
-    """Save ``array`` (3D, or 4D with channels last) on ``reference``'s grid, written atomically.
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid on its own: spatial shape and voxel -> scanner (RAS mm) affine."""
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
+
+
+def is_in_memory(item: object) -> bool:
+    """A scan given as an object rather than a file: a nibabel image, or a list of them (the sequences of one
+    multi-channel scan)."""
+    import nibabel as nib
+
+    if isinstance(item, (list, tuple)):
+        return bool(item) and all(isinstance(i, nib.spatialimages.SpatialImage) for i in item)
+    return isinstance(item, nib.spatialimages.SpatialImage)
+
+
+def image_from_bytes(data: bytes, name: str):  # noqa: ANN201
+    """A NIfTI image read from the bytes of a ``.nii`` or ``.nii.gz`` file (gzip recognised by its magic number)
+    without touching the disk, its data checked readable; errors name ``name``."""
+    import nibabel as nib
+
+    try:
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        img = nib.Nifti1Image.from_bytes(raw)
+        np.asanyarray(img.dataobj)
+    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, OSError, EOFError, zlib.error,
+            ValueError) as exc:
+        raise SegvolError(f"{name}: not a readable NIfTI file ({first_line(exc)})") from exc
+    return img
+
+
+def image_like(array: np.ndarray, reference, dtype: type = np.uint8, name: str = "output"):  # noqa: ANN001, ANN201
+    """``array`` (3D, or 4D with channels last) as a NIfTI image on ``reference``'s grid.
 
     ``reference`` is the input's nibabel image (shape, affine, qform/sform and the rest of its header are kept) or
     any object with ``shape`` and ``affine`` (a DICOM series: a fresh header, scanner qform/sform).
@@ -85,7 +144,7 @@ def save_like(array: np.ndarray, reference, path: str | Path, dtype: type = np.u
     import nibabel as nib
 
     if tuple(array.shape[:3]) != tuple(reference.shape[:3]):
-        raise SegvolError(f"{path}: output shape {array.shape} does not match the input grid {reference.shape[:3]}")
+        raise SegvolError(f"{name}: output shape {array.shape} does not match the input grid {reference.shape[:3]}")
     affine = np.asarray(reference.affine, dtype=np.float64)
     if hasattr(reference, "header"):
         header = reference.header.copy()
@@ -99,5 +158,46 @@ def save_like(array: np.ndarray, reference, path: str | Path, dtype: type = np.u
         out.set_sform(affine, code=1)
         out.header.set_xyzt_units("mm")
     out.header.set_slope_inter(1.0, 0.0)
+    return out
+
+
+def save_like(array: np.ndarray, reference, path: str | Path, dtype: type = np.uint8) -> None:  # noqa: ANN001
+    """Save ``array`` on ``reference``'s grid (see :func:`image_like`), written atomically."""
+    import nibabel as nib
+
+    out = image_like(array, reference, dtype, name=str(path))
     with atomic_path(path) as tmp:
         nib.save(out, str(tmp))
+
+
+def as_image(array: np.ndarray, affine: np.ndarray):  # noqa: ANN201
+    """An in-memory scan given as an array (3D, or 4D channels last) and its voxel -> scanner (RAS mm) affine,
+    as a NIfTI image (scanner qform/sform), so that it goes through the same reader as a file."""
+    import nibabel as nib
+
+    array, affine = np.asanyarray(array), np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise SegvolError(f"in-memory scan: the affine must be an invertible 4x4 matrix, got shape {affine.shape}")
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    return img
+
+
+def load_in_memory(image_input) -> dict:  # noqa: ANN001
+    """``{"image": MetaTensor}`` for an in-memory scan (a nibabel image, or a list of them for the sequences of
+    one scan), exactly as ``LoadImaged(keys="image", image_only=True)`` gives it for the same data in a file."""
+    from monai.data import MetaTensor, NibabelReader
+    from monai.data.utils import correct_nifti_header_if_necessary
+    from monai.transforms.io.array import switch_endianness
+    from monai.utils import ImageMetaKey
+
+    images = [correct_nifti_header_if_necessary(i) for i in
+              (image_input if isinstance(image_input, (list, tuple)) else [image_input])]
+    reader = NibabelReader()
+    reader.filenames = [IN_MEMORY] * len(images)  # what read() would have set; used only for GPU direct reads
+    array, meta = reader.get_data(images if len(images) > 1 else images[0])
+    meta = switch_endianness(meta, "<")
+    meta[ImageMetaKey.FILENAME_OR_OBJ] = IN_MEMORY
+    return {"image": MetaTensor.ensure_torch_and_prune_meta(np.asarray(array, dtype=np.float32), meta)}

@@ -18,7 +18,8 @@ import torch
 from segvol.errors import SegvolError, first_line
 from segvol.inference.backends import LoadedModel
 from segvol.inference.core import sliding_window, stitch_device, to_label_index
-from segvol.inference.nifti import check_volume, save_like
+from segvol.inference.nifti import IN_MEMORY, Grid, check_image, check_volume, grid_mismatch, image_like, \
+    is_in_memory, load_in_memory
 from segvol.inference.postprocess import postprocess
 from segvol.transforms import deterministic_prefix, inverse_transform
 
@@ -29,10 +30,24 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Prediction:
-    labels: np.ndarray  # (H, W, D) uint8 on the input's grid
+    """One scan's result.
+
+    Attributes:
+        labels: (H, W, D) uint8 label map on the input's grid.
+        affine: that grid's voxel -> scanner (RAS mm) affine.
+        output: the mask file written (None when nothing was written, e.g. an in-memory scan without ``out``).
+        timings: seconds per stage.
+        mask: the mask in the kind of the input: the written path for a file, a ``Nifti1Image`` for a nibabel
+            image, a uint8 array for an array with its affine.
+        files: output format name -> the (first) file its writer wrote.
+    """
+
+    labels: np.ndarray
     affine: np.ndarray
     output: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    mask: Any = None
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 def regions_to_labels(bits: torch.Tensor, task: dict[str, Any]) -> torch.Tensor:
@@ -125,7 +140,7 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
     prefix, times, extras = _prefix(model), {}, extras if extras is not None else {}
     start = time.perf_counter()
     try:
-        data = prefix.transforms[0]({"image": image_input})
+        data = load_in_memory(image_input) if is_in_memory(image_input) else prefix.transforms[0]({"image": image_input})
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the file in the message
         cause = exc.__cause__ or exc
         raise SegvolError(f"{_name(image_input)}: cannot read the image data ({type(cause).__name__}: "
@@ -177,54 +192,75 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
 
 
 def _name(image_input: Any) -> str:
+    if is_in_memory(image_input):
+        return IN_MEMORY
     return str(image_input[0] if isinstance(image_input, (list, tuple)) else image_input)
 
 
-def _input_grid(paths: list[Any]) -> Any:
-    """The input's grid checked before any work: a nibabel image (NIfTI), or None for a DICOM series (its grid is
-    what MONAI's reader returns, taken from the prediction)."""
+def _input_grid(image_input: Any) -> Any:
+    """The input's grid checked before any work: a nibabel image (a NIfTI file or an in-memory image; the sequences
+    of one scan must share it), or None for a DICOM series (its grid is what MONAI's reader returns, taken from the
+    prediction)."""
     from segvol.data.dicom import check_series, is_series_folder
 
-    if len(paths) == 1 and Path(paths[0]).is_dir():
-        if not is_series_folder(paths[0]):
-            raise SegvolError(f"{paths[0]}: folder holds neither .nii/.nii.gz scans nor a DICOM series")
-        check_series(paths[0])  # every slice readable and present, or a one-line error
+    items = list(image_input) if isinstance(image_input, (list, tuple)) else [image_input]
+    if is_in_memory(image_input):
+        names = [IN_MEMORY if len(items) == 1 else f"{IN_MEMORY} (sequence {i + 1})" for i in range(len(items))]
+        refs = [check_image(img, name, load_data=False) for img, name in zip(items, names)]
+    elif len(items) == 1 and Path(items[0]).is_dir():
+        if not is_series_folder(items[0]):
+            raise SegvolError(f"{items[0]}: folder holds neither .nii/.nii.gz scans nor a DICOM series")
+        check_series(items[0])  # every slice readable and present, or a one-line error
         return None
-    refs = [check_volume(p, load_data=False) for p in paths]
-    for p, other in zip(paths[1:], refs[1:]):
-        if tuple(other.shape[:3]) != tuple(refs[0].shape[:3]) or not np.allclose(other.affine, refs[0].affine,
-                                                                                 atol=1e-3):
-            raise SegvolError(f"{p}: grid {other.shape[:3]} differs from {paths[0]} {refs[0].shape[:3]}")
+    else:
+        names = [str(p) for p in items]
+        refs = [check_volume(p, load_data=False) for p in items]
+    for name, other in zip(names[1:], refs[1:]):
+        reason = grid_mismatch(refs[0], other)
+        if reason:
+            raise SegvolError(f"{name}: grid differs from {names[0]} ({reason})")
     return refs[0]
 
 
-def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path, sw_batch_size: int | None = None,
+def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path | None, sw_batch_size: int | None = None,
                overlap: float | None = None, progress: bool = False, tta: bool = False, amp: bool = False,
-               extras: Any = None, overwrite: bool = False) -> Prediction:
-    """Predict one scan (NIfTI file(s) or a DICOM series folder) and write the label map on the scan's own grid
-    (shape and affine checked), plus the optional outputs of :class:`segvol.inference.outputs.ExtraOutputs`."""
-    from segvol.data.dicom import SeriesGrid
-    from segvol.inference.outputs import extra_targets, write_extras
+               outputs: Any = None, overwrite: bool = False) -> Prediction:
+    """Predict one scan and write its outputs on the scan's own grid (shape and affine checked).
 
-    paths = list(image_input) if isinstance(image_input, (list, tuple)) else [image_input]
-    ref = _input_grid(paths)
-    targets = extra_targets(out_path, extras, overwrite)
-    found = extras.wanted() if extras else {}
-    labels, times = predict_volume(model, paths if len(paths) > 1 else paths[0], sw_batch_size, overlap, progress,
-                                   tta, amp, found)
+    Args:
+        image_input: a NIfTI path, the sequence paths of one scan, a DICOM series folder, or the same in memory
+            (a nibabel image or a list of them).
+        out_path: the mask path the outputs are named after; None writes nothing (in-memory use).
+        outputs: an :class:`segvol.inference.outputs.OutputPlan` (default: the mask only).
+    """
+    from segvol.data.dicom import SeriesGrid
+    from segvol.inference.outputs import OutputContext, OutputPlan
+    from segvol.utils import check_writable_target
+
+    plan = outputs if outputs is not None else OutputPlan.of(None)
+    if isinstance(image_input, (list, tuple)) and len(image_input) == 1:  # one sequence: the scan itself
+        image_input = image_input[0]
+    ref = _input_grid(image_input)
+    targets = plan.targets(out_path) if out_path is not None else {}
+    for target in targets.values():
+        check_writable_target(target, overwrite)
+    found = plan.wanted() if targets else {}
+    labels, times = predict_volume(model, image_input, sw_batch_size, overlap, progress, tta, amp, found)
     array = labels[0].cpu().numpy().round().astype(np.uint8)
     affine = np.asarray(torch.as_tensor(labels.affine).detach().cpu(), dtype=np.float64)  # meta may sit on the GPU
     if ref is None:  # DICOM: the grid MONAI read (RAS, from ImagePositionPatient/Orientation and PixelSpacing)
         ref = SeriesGrid(tuple(int(s) for s in array.shape), affine)
-    if array.shape != tuple(ref.shape[:3]):
-        raise SegvolError(f"{paths[0]}: internal error: prediction shape {array.shape} != input {ref.shape[:3]}")
-    if not np.allclose(affine, ref.affine, atol=1e-3):
-        raise SegvolError(f"{paths[0]}: internal error: prediction affine differs from the input's")
+    reason = grid_mismatch(ref, Grid(array.shape, affine))
+    if reason:
+        raise SegvolError(f"{_name(image_input)}: internal error: the prediction is not on the input's grid ({reason})")
     start = time.perf_counter()
-    save_like(array, ref, out_path)
-    times["save"] = time.perf_counter() - start
+    files = plan.write(targets, OutputContext(array, ref, None if is_in_memory(image_input) else image_input, found,
+                                              model.task, overwrite)) if targets else {}
     if targets:
-        start = time.perf_counter()
-        write_extras(targets, array, ref, found, overwrite)
-        times["extras"] = time.perf_counter() - start
-    return Prediction(labels=array, affine=np.asarray(ref.affine), output=Path(out_path), timings=times)
+        times["save"] = time.perf_counter() - start
+    output = targets.get("seg")
+    mask: Any = output
+    if is_in_memory(image_input):
+        mask = image_like(array, ref)
+    return Prediction(labels=array, affine=np.asarray(ref.affine), output=output, timings=times, mask=mask,
+                      files=files)

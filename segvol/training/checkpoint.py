@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from segvol.errors import SegvolError
+from segvol.errors import SegvolError, first_line
 from segvol.utils import atomic_path
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint"]
@@ -47,7 +47,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise SegvolError(f"{path}: refused: the checkpoint needs arbitrary unpickling (not a plain segvol "
                           f"checkpoint; only tensors and plain values are loaded)") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise SegvolError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:120]})") from exc
+        raise SegvolError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc, 120)})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise SegvolError(f"{path}: not a segvol checkpoint (no '{FORMAT}' tag)")
     missing = [k for k in REQUIRED if k not in ckpt]
