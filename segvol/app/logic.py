@@ -66,44 +66,37 @@ class AppResult:
 
 
 def segment_upload(files: list[tuple[str, bytes]], model: ModelChoice, device: str = "auto") -> AppResult:
-    """Write the uploads to a private temp folder, segment them, read the result back, clean up."""
-    import nibabel as nib
+    """Segment uploaded scans in memory: the bytes are read with nibabel (gunzipped for ``.nii.gz``) and given to
+    :func:`segvol.api.infer` as images, so nothing is written to disk."""
+    import gzip
 
     from segvol import api
+    from segvol.inference.nifti import image_from_bytes
 
     if not files:
         raise SegvolError("no scan uploaded")
     if not model.path.is_file():
         raise SegvolError(f"{model.path}: model not found ({model.reason}); export one with 'segvol export-onnx'")
-    workdir = Path(tempfile.mkdtemp(prefix="segvol-app-"))
-    try:
-        paths = [workdir / safe_name(name, (".nii", ".nii.gz")) for name, _ in files]
-        for path, (_, data) in zip(paths, files):
-            path.write_bytes(data)
-        inputs = _order_sequences(paths) if len(paths) > 1 else paths
-        start = time.perf_counter()
-        out = workdir / "mask.nii.gz"
-        (pred,) = api.infer(inputs=[inputs if len(inputs) > 1 else inputs[0]], model=model.path, out=out,
-                            device=device)
-        seconds = time.perf_counter() - start
-        first = nib.load(str(inputs[0]))
-        image = np.asanyarray(first.dataobj).astype(np.float32)
-        image = image[..., 0] if image.ndim == 4 else image
-        return AppResult(image, pred.labels, out.read_bytes(), seconds, model.path.suffix.lstrip("."),
-                         np.asarray(first.affine))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    named = [(safe_name(name, (".nii", ".nii.gz")), data) for name, data in files]
+    images = [image_from_bytes(data, name) for name, data in _order_sequences(named)]
+    start = time.perf_counter()
+    (pred,) = api.infer(inputs=[images if len(images) > 1 else images[0]], model=model.path, device=device)
+    seconds = time.perf_counter() - start
+    image = np.asanyarray(images[0].dataobj).astype(np.float32)
+    image = image[..., 0] if image.ndim == 4 else image
+    return AppResult(image, pred.labels, gzip.compress(pred.mask.to_bytes(), compresslevel=6), seconds,
+                     model.path.suffix.lstrip("."), np.asarray(images[0].affine))
 
 
-def _order_sequences(paths: list[Path]) -> list[Path]:
+def _order_sequences(named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """BraTS sequences in segvol's channel order (flair, t1, t1ce, t2) by their file names."""
     order = [("flair", "t2f"), ("t1n", "_t1."), ("t1ce", "t1c"), ("t2w", "_t2.")]
     ranked = []
-    for path in paths:
-        low = "_" + path.name.lower()
-        rank = next((i for i, keys in enumerate(order) if any(k in low for k in keys)), len(order))
-        ranked.append((rank, path.name, path))
-    return [p for _, _, p in sorted(ranked)]
+    for i, (name, item) in enumerate(named):
+        low = "_" + name.lower()
+        rank = next((r for r, keys in enumerate(order) if any(k in low for k in keys)), len(order))
+        ranked.append((rank, name, i))
+    return [named[i] for _, _, i in sorted(ranked)]
 
 
 def render_slice(image: np.ndarray, mask: np.ndarray, axis: int, index: int, opacity: float) -> np.ndarray:
@@ -138,20 +131,10 @@ def dice_score(pred: np.ndarray, ref: np.ndarray) -> float:
 
 
 def reference_mask(data: tuple[str, bytes], shape: tuple[int, ...]) -> Any:
-    """Read an uploaded reference mask and check that it matches the scan's grid."""
-    import nibabel as nib
+    """Read an uploaded reference mask in memory and check that it matches the scan's grid."""
+    from segvol.inference.nifti import image_from_bytes
 
-    workdir = Path(tempfile.mkdtemp(prefix="segvol-ref-"))
-    try:
-        path = workdir / safe_name(data[0], (".nii", ".nii.gz"))
-        path.write_bytes(data[1])
-        ref = np.asanyarray(nib.load(str(path)).dataobj)
-    except SegvolError:
-        raise
-    except Exception as exc:
-        raise SegvolError(f"{data[0]}: not a readable NIfTI mask ({type(exc).__name__})") from exc
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    ref = np.asanyarray(image_from_bytes(data[1], safe_name(data[0], (".nii", ".nii.gz"))).dataobj)
     if ref.shape[:3] != tuple(shape[:3]):
         raise SegvolError(f"{data[0]}: reference shape {ref.shape} does not match the scan {tuple(shape)}")
     return ref

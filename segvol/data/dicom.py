@@ -157,7 +157,9 @@ def write_series(volume: np.ndarray, affine: np.ndarray, folder: str | Path, *, 
             ds = FileDataset(str(tmp / f"{k + 1:04d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
             ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
             ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-            ds.Modality, ds.PatientName, ds.PatientID = "CT", patient, patient
+            ds.Modality, ds.PatientName, ds.PatientID = "CT", f"{patient}^", patient  # family^given
+            ds.PatientBirthDate, ds.PatientSex, ds.ReferringPhysicianName = "", "O", ""  # type 2: present, may be empty
+            ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20000101", "000000", "1", ""
             ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = description, 1, k + 1
             ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
             position = lps @ np.array([0.0, 0.0, k, 1.0])
