@@ -129,8 +129,8 @@ def image_from_bytes(data: bytes, name: str):  # noqa: ANN201
         raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
         img = nib.Nifti1Image.from_bytes(raw)
         np.asanyarray(img.dataobj)
-    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, OSError, EOFError, zlib.error,
-            ValueError) as exc:
+    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, nib.wrapstruct.WrapStructError,
+            OSError, EOFError, zlib.error, ValueError) as exc:
         raise SegvolError(f"{name}: not a readable NIfTI file ({first_line(exc)})") from exc
     return img
 
