@@ -292,20 +292,22 @@ def _input_files(item: Any) -> list[Path]:
     return [Path(p).resolve() for p in items]
 
 
-def check_targets(inputs: list[Any], targets: list[dict[str, Path]], overwrite: bool) -> None:
+def check_targets(inputs: list[Any], targets: list[dict[str, Path]], overwrite: bool,
+                  folders: frozenset[str] = frozenset()) -> None:
     """Refuse, before any work, a batch whose outputs would collide or replace what must stay.
 
     Two inputs naming one output (``a/scan.nii.gz`` and ``b/scan.nii.gz`` with one ``--out-dir``; ``scan.nii``
     beside ``scan.nii.gz``; a DICOM folder ``case7/`` beside ``case7.nii.gz``), an output that is an input or lies
     inside an input folder (``--overwrite`` or not), an output that is a folder, and an existing output without
-    ``overwrite`` are one-line errors naming the files.
+    ``overwrite`` are one-line errors naming the files. ``targets`` maps output names to paths per input;
+    the outputs named in ``folders`` are folders by design.
     """
     from segvol.utils import check_writable_target
 
     owner: dict[Path, Any] = {}
     protected = {p: item for item in inputs for p in _input_files(item)}
     for item, files in zip(inputs, targets):
-        for target in files.values():
+        for name, target in files.items():
             key = target.resolve()
             if key in owner:
                 raise SegvolError(f"{_input_name(item)} and {_input_name(owner[key])} would both write {target}; "
@@ -317,7 +319,7 @@ def check_targets(inputs: list[Any], targets: list[dict[str, Path]], overwrite: 
             inside = next((p for p in protected if p.is_dir() and p in key.parents), None)
             if inside is not None:
                 raise SegvolError(f"{target}: would be written inside the input folder {inside}; write it elsewhere")
-            if target.is_dir():
+            if target.is_dir() and name not in folders:
                 raise SegvolError(f"{target}: is a folder; the output must be a file name")
             check_writable_target(target, overwrite)
 
@@ -337,6 +339,8 @@ def _output_paths(inputs: list[Any], out: str | Path | None, out_dir: str | Path
         return [Path(out)]
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise SegvolError(f"--out-dir {out_dir}: is a file, not a folder")
+    if out_dir is not None and any(default_output(p) is None for p in inputs):
+        raise SegvolError("--out-dir: in-memory scans have no file name to write under; give out= for one scan")
     return [default_output(p, out_dir) for p in inputs]
 
 
@@ -381,7 +385,7 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
         reason = plan.refusal(item) if mask is not None else None
         if reason:
             raise SegvolError(reason)
-    check_targets(inputs, [plan.targets(m) if m is not None else {} for m in masks], overwrite)
+    check_targets(inputs, [plan.targets(m) if m is not None else {} for m in masks], overwrite, plan.folders)
     results = []
     bar = tqdm(list(zip(inputs, masks)), desc="infer", unit="scan", disable=not progress or len(inputs) < 2)
     for item, mask in bar:

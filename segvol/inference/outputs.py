@@ -28,6 +28,8 @@ Adding a format is one function and one :func:`register_writer` call::
         return target
 
     register_writer(Writer("json", "{stem}.json", write_json, help="..."))
+
+A writer whose output is a folder of files says ``folder=True`` (and writes it with :func:`segvol.utils.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class Writer:
         needs: requests for the predictor (``"image"``, ``"prob"``).
         help: one line for ``segvol infer --help``.
         accepts: ``accepts(source)`` -> why this format cannot be made for that input, or None when it can.
+        folder: the output is a folder of files (``filename`` names the folder; the writer replaces it whole).
     """
 
     name: str
@@ -95,6 +98,7 @@ class Writer:
     needs: tuple[str, ...] = ()
     help: str = ""
     accepts: Callable[[Any], str | None] | None = None
+    folder: bool = False
 
 
 WRITERS: dict[str, Writer] = {}
@@ -150,6 +154,11 @@ class OutputPlan:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(w.name for w in self.writers)
+
+    @property
+    def folders(self) -> frozenset[str]:
+        """Names of the writers whose output is a folder."""
+        return frozenset(w.name for w in self.writers if w.folder)
 
     def wanted(self) -> dict[str, None]:
         """The requests :func:`segvol.inference.predictor.predict_volume` fills (its ``extras``)."""

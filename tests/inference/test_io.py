@@ -102,6 +102,23 @@ def test_output_registry_names_formats_and_refuses_unknown_ones(tmp_path, untrai
     assert not (tmp_path / "scan_seg.nii.gz").exists()  # seg was not asked for
     assert seen[0].labels.any() and np.array_equal(seen[0].labels, pred.labels)
     assert OutputPlan.of("seg, overlay,seg").names == ("seg", "overlay")
+
+    def folder_writer(target, out):
+        from segvol.utils import atomic_dir
+
+        with atomic_dir(target, overwrite=out.overwrite) as tmp:
+            (tmp / "n.txt").write_text(str(int(out.labels.sum())))
+        return target
+
+    register_writer(Writer("probe-dir", "{base}_probe", folder_writer, folder=True))
+    try:
+        api.infer(inputs=[scan], model=untrained_ckpt, device="cpu", outputs="probe-dir")
+        with pytest.raises(SegvolError, match="scan_probe: already exists"):
+            api.infer(inputs=[scan], model=untrained_ckpt, device="cpu", outputs="probe-dir")
+        api.infer(inputs=[scan], model=untrained_ckpt, device="cpu", outputs="probe-dir", overwrite=True)
+    finally:
+        del WRITERS["probe-dir"]
+    assert (tmp_path / "scan_probe" / "n.txt").read_text() == str(int(pred.labels.sum()))
     with pytest.raises(SegvolError, match="unknown output format"):
         OutputPlan.of("seg,jpeg")
     with pytest.raises(SegvolError, match="dicom-seg: .*not one"):
