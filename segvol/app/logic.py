@@ -92,7 +92,7 @@ def _order_sequences(named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """BraTS sequences in segvol's channel order (flair, t1, t1ce, t2) by their file names."""
     order = [("flair", "t2f"), ("t1n", "_t1."), ("t1ce", "t1c"), ("t2w", "_t2.")]
     ranked = []
-    for i, (name, item) in enumerate(named):
+    for i, (name, _) in enumerate(named):
         low = "_" + name.lower()
         rank = next((r for r, keys in enumerate(order) if any(k in low for k in keys)), len(order))
         ranked.append((rank, name, i))

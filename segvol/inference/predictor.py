@@ -18,8 +18,8 @@ import torch
 from segvol.errors import SegvolError, first_line
 from segvol.inference.backends import LoadedModel
 from segvol.inference.core import sliding_window, stitch_device, to_label_index
-from segvol.inference.nifti import IN_MEMORY, Grid, check_image, check_volume, grid_mismatch, image_like, \
-    is_in_memory, load_in_memory
+from segvol.inference.nifti import (IN_MEMORY, Grid, check_image, check_volume, grid_mismatch, image_like,
+                                   is_in_memory, load_in_memory)
 from segvol.inference.postprocess import postprocess
 from segvol.transforms import deterministic_prefix, inverse_transform
 
@@ -125,8 +125,8 @@ def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
 def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | None = None,
                    overlap: float | None = None, progress: bool = False, tta: bool = False, amp: bool = False,
                    extras: dict[str, Any] | None = None) -> tuple[Any, dict[str, float]]:
-    """Preprocess ``image_input`` (a path, a DICOM series folder, or a list of paths for multi-channel data),
-    predict and invert.
+    """Preprocess ``image_input`` (a path, a DICOM series folder, a list of paths for multi-channel data, or the
+    same in memory: a nibabel image or a list of them, read exactly as their files would be), predict and invert.
 
     Args:
         amp: bf16 autocast (PyTorch models on CUDA only).
@@ -140,7 +140,8 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
     prefix, times, extras = _prefix(model), {}, extras if extras is not None else {}
     start = time.perf_counter()
     try:
-        data = load_in_memory(image_input) if is_in_memory(image_input) else prefix.transforms[0]({"image": image_input})
+        data = load_in_memory(image_input) if is_in_memory(image_input) else \
+            prefix.transforms[0]({"image": image_input})
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the file in the message
         cause = exc.__cause__ or exc
         raise SegvolError(f"{_name(image_input)}: cannot read the image data ({type(cause).__name__}: "
