@@ -184,19 +184,15 @@ def export_onnx(*, checkpoint: str | Path | None = None, out: str | Path = "mode
 
 
 def default_output(image: Any, out_dir: str | Path | None = None) -> Path | None:
-    """``scan.nii.gz`` -> ``scan_seg.nii.gz`` beside the input (or in ``out_dir``); a folder (BraTS case, DICOM
-    series) -> ``<folder>_seg.nii.gz`` beside it; an in-memory scan -> None (nothing is written)."""
-    from segvol.inference.nifti import is_in_memory, strip_nifti_suffix
+    """``scan.nii.gz`` -> ``scan_seg.nii.gz`` beside the input (or in ``out_dir``); a folder (case folder, DICOM
+    series) -> ``<folder>_seg.nii.gz`` beside it; the sequences of one scan are named after the first; an in-memory
+    scan -> None (nothing is written)."""
+    from segvol.inference.nifti import is_in_memory
+    from segvol.inference.outputs import mask_path_for
 
     if _as_array_input(image) is not None or is_in_memory(image):
         return None
-    if isinstance(image, (list, tuple)):  # the sequences of one multi-channel scan: named after the first
-        image = image[0]
-    image = Path(image)
-    if image.is_dir():  # a BraTS case folder: <case>_seg.nii.gz beside it (inside, it would clash with the label)
-        return (Path(out_dir) if out_dir else image.parent) / f"{image.name}_seg.nii.gz"
-    folder = Path(out_dir) if out_dir else image.parent
-    return folder / f"{strip_nifti_suffix(image.name)}_seg.nii.gz"
+    return mask_path_for(image[0] if isinstance(image, (list, tuple)) else image, out_dir)
 
 
 def _default_model(models_dir: str | Path) -> Path:

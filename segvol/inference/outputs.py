@@ -45,7 +45,7 @@ import numpy as np
 from segvol.errors import SegvolError
 
 __all__ = ["Writer", "OutputContext", "OutputPlan", "WRITERS", "register_writer", "resolve_writers",
-           "parse_outputs", "DEFAULT_OUTPUTS"]
+           "parse_outputs", "mask_path_for", "DEFAULT_OUTPUTS"]
 
 log = logging.getLogger(__name__)
 DEFAULT_OUTPUTS = ("seg",)
@@ -131,6 +131,18 @@ def resolve_writers(names: Sequence[str]) -> tuple[Writer, ...]:
     if not names:
         raise SegvolError("--output: name at least one output format (e.g. seg)")
     return tuple(WRITERS[n] for n in names)
+
+
+def mask_path_for(image: str | Path, out_dir: str | Path | None = None) -> Path:
+    """The mask file of a scan: ``scan.nii.gz`` -> ``scan_seg.nii.gz`` beside it (or in ``out_dir``); a folder
+    (a case folder, a DICOM series) -> ``<folder>_seg.nii.gz`` beside it (inside, it would clash with its files)."""
+    from segvol.inference.nifti import strip_nifti_suffix
+
+    image = Path(image)
+    folder = Path(out_dir) if out_dir else image.parent
+    if image.is_dir():
+        return folder / f"{image.name}_seg.nii.gz"
+    return folder / f"{strip_nifti_suffix(image.name)}_seg.nii.gz"
 
 
 def _stem_base(mask_path: Path) -> tuple[str, str]:

@@ -62,6 +62,29 @@ def test_in_memory_scans_give_the_file_result_in_their_own_kind(tmp_path, untrai
 
     with pytest.raises(SegvolError, match="expected a 3D volume"):
         api.infer(inputs=[(image[:, :, 0], np.eye(4))], model=untrained_ckpt, device="cpu")
+    with pytest.raises(SegvolError, match="in-memory scans have no file name"):
+        api.infer(inputs=[img], model=untrained_ckpt, device="cpu", out_dir=tmp_path / "o")
+
+
+def test_predict_array_returns_the_kind_it_was_given(tmp_path, untrained_ckpt, bright_model):  # noqa: F811
+    from segvol.inference import backends
+    from segvol.inference.arrays import predict_array
+
+    image = _box()
+    scan = write_nifti(tmp_path / "scan.nii.gz", image, AFFINE)
+    model = backends.load_model(untrained_ckpt, torch.device("cpu"))
+    written = predict_array(model, scan)
+    assert written == tmp_path / "scan_seg.nii.gz"
+    labels = np.asarray(nib.load(str(written)).dataobj)
+    assert labels.any()
+    as_array = predict_array(model, image, AFFINE)
+    assert isinstance(as_array, np.ndarray) and np.array_equal(as_array, labels)
+    as_image = predict_array(model, nib.load(str(scan)))
+    assert isinstance(as_image, nib.Nifti1Image) and np.array_equal(np.asarray(as_image.dataobj), labels)
+    with pytest.raises(SegvolError, match="needs its affine"):
+        predict_array(model, image)
+    with pytest.raises(SegvolError, match="already exists"):
+        predict_array(model, scan)
 
 
 def test_app_segments_uploads_without_files(tmp_path, untrained_ckpt, bright_model, monkeypatch):  # noqa: F811
