@@ -209,21 +209,19 @@ def _as_array_input(item: Any) -> tuple[Any, Any] | None:
 
 
 def _is_case_folder(folder: Path, modalities: Sequence[str]) -> bool:
-    """Whether ``folder`` is one case of the model's dataset (its sequences in one folder) rather than a folder of
-    scans: always for a model of several channels; for one channel, when the folder's files are named as that
-    sequence (a BraTS case read by a FLAIR-only model)."""
+    """Whether ``folder`` is one case of the model's dataset (its sequences side by side, BraTS naming) rather than a
+    folder of scans: for a model of several channels, when any file names a sequence; for one channel, when a file
+    names that sequence (a BraTS case read by a FLAIR-only model)."""
     from segvol.data.brats import ALIASES, scan_case
 
-    if len(modalities) > 1:
-        return True
-    wanted = {ALIASES.get(str(m).lower()) for m in modalities} - {None, "seg"}
-    if not modalities or len(wanted) != len(modalities):
-        return False
     try:
-        files = scan_case(folder).files
-    except SegvolError:  # e.g. several FLAIR files: a folder of scans, not one case
-        return False
-    return wanted <= set(files)
+        found = set(scan_case(folder).files) - {"seg"}
+    except SegvolError:  # two files of one sequence: one case for a multi-channel model (resolve_input says so)
+        return len(modalities) > 1
+    if len(modalities) > 1:
+        return bool(found)
+    wanted = {ALIASES.get(str(m).lower()) for m in modalities} - {None, "seg"}
+    return bool(modalities) and len(wanted) == len(modalities) and wanted <= found
 
 
 def _expand_folder(folder: Path, modalities: Sequence[str], is_scan: Any) -> list[Any]:

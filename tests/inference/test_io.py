@@ -3,6 +3,8 @@ and case folders read in the model's sequences."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -246,25 +248,27 @@ def test_a_flair_only_model_reads_a_brats_case_folder_as_one_case(tmp_path, monk
     ckpt = tmp_path / "flair.pt"
     save_checkpoint(ckpt, {"config": config_to_dict(cfg), "network": args, "task": spec.as_dict(),
                            "state_dict": build_network(args).state_dict()})
-    case = tmp_path / "BraTS20_Training_001"
-    case.mkdir()
     affine = np.diag([-1.0, -1.0, 1.0, 1.0])
     boxes = {"flair": ((4, 4, 3), (14, 12, 9)), "t1": ((16, 14, 10), (22, 19, 14)), "t1ce": ((2, 14, 2), (8, 19, 6)),
              "t2": ((16, 2, 2), (22, 8, 6))}  # each sequence bright in its own place
-    for name, (lo, hi) in boxes.items():
-        volume = np.zeros((24, 20, 16), np.float32)
-        volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = 100.0
-        write_nifti(case / f"{case.name}_{name}.nii.gz", volume + 10.0 * (volume == 0), affine)
-    write_nifti(case / f"{case.name}_seg.nii.gz", np.zeros((24, 20, 16), np.uint8), affine)
+    root = tmp_path / "brats"
+    for case in (root / "BraTS20_Training_001", root / "BraTS20_Training_002"):
+        case.mkdir(parents=True)
+        for name, (lo, hi) in boxes.items():
+            volume = np.zeros((24, 20, 16), np.float32)
+            volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = 100.0
+            write_nifti(case / f"{case.name}_{name}.nii.gz", volume + 10.0 * (volume == 0), affine)
+        write_nifti(case / f"{case.name}_seg.nii.gz", np.zeros((24, 20, 16), np.uint8), affine)
 
     read = []
     real = predictor.predict_volume
     monkeypatch.setattr(predictor, "predict_volume", lambda model, image, *a, **k: read.append(image) or
                         real(model, image, *a, **k))
+    case = root / "BraTS20_Training_001"
     results = api.infer(inputs=[case], model=ckpt, device="cpu")
     assert len(results) == 1 and read == [str(case / f"{case.name}_flair.nii.gz")]
-    assert results[0].output == tmp_path / f"{case.name}_seg.nii.gz"
-    assert sorted(p.name for p in tmp_path.glob("*_seg.nii.gz")) == [f"{case.name}_seg.nii.gz"]
+    assert results[0].output == root / f"{case.name}_seg.nii.gz"
+    assert sorted(p.name for p in root.glob("*_seg.nii.gz")) == [f"{case.name}_seg.nii.gz"]
     out = nib.load(str(results[0].output))
     assert out.shape == (24, 20, 16) and np.allclose(out.affine, affine)
     mask = np.asarray(out.dataobj).astype(bool)
@@ -272,3 +276,8 @@ def test_a_flair_only_model_reads_a_brats_case_folder_as_one_case(tmp_path, monk
     flair_box = np.zeros(mask.shape, bool)
     flair_box[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
     assert mask.any() and np.array_equal(mask, flair_box)  # the mask follows the FLAIR, not another sequence
+
+    read.clear()  # a folder of such cases: one mask per case, each from its FLAIR
+    results = api.infer(inputs=[root], model=ckpt, device="cpu", out_dir=tmp_path / "masks")
+    assert [r.output.name for r in results] == ["BraTS20_Training_001_seg.nii.gz", "BraTS20_Training_002_seg.nii.gz"]
+    assert [Path(r).name for r in read] == ["BraTS20_Training_001_flair.nii.gz", "BraTS20_Training_002_flair.nii.gz"]
