@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(SEGVOL) evaluate --run models/$(DEMO_RUN)
 	$(SEGVOL) report --run models/$(DEMO_RUN)
 	$(SEGVOL) export-onnx --out models/model.onnx --overwrite
-	$(SEGVOL) infer data/demo/8.img.nii.gz --model models/model.onnx --out-dir models/demo-output --overwrite --overlay
+	$(SEGVOL) infer data/demo/8.img.nii.gz --model models/model.onnx --out-dir models/demo-output --overwrite --output seg,overlay
 	@echo
 	@echo "demo done: run folder models/$(DEMO_RUN) (metrics.csv, checkpoints, report.html with curves, scores and"
 	@echo "overlays), ONNX model models/model.onnx, mask models/demo-output/8.img_seg.nii.gz on the grid of"
