@@ -59,7 +59,7 @@ def _predict(model: Any, records: list[dict[str, Any]], pred_dir: Path, progress
     cases = []
     for rec in tqdm(records, desc="infer", unit="case", disable=not progress):
         target = pred_dir / f"{rec['id']}_seg.nii.gz"
-        infer_file(model, rec["image"], target)
+        infer_file(model, rec["image"], target, overwrite=True)  # the evaluation refreshes its own predictions
         cases.append(CaseInput(str(rec["id"]), target, Path(rec["label"]), rec["image"]))
     return cases
 
