@@ -70,15 +70,19 @@ def frames_on_slices(labels: np.ndarray, affine: np.ndarray, sources: list[Any])
         origin = np.array([float(v) for v in ds.ImagePositionPatient])
         cosines = np.array([float(v) for v in ds.ImageOrientationPatient])
         row_step, col_step = (float(v) for v in ds.PixelSpacing)  # between rows, between columns
-        rows, cols = np.mgrid[0:int(ds.Rows), 0:int(ds.Columns)]
-        lps = origin + cols[..., None] * col_step * cosines[:3] + rows[..., None] * row_step * cosines[3:]
-        ijk = lps @ to_voxel[:3, :3].T + to_voxel[:3, 3]
-        index = np.rint(ijk).astype(int)
-        if np.abs(ijk - index).max() > _OFF_GRID or (index < 0).any() or \
-                (index >= np.array(labels.shape[:3])).any():
-            raise SegvolError(f"{getattr(ds, 'filename', 'a source slice')}: slice does not lie on the mask's grid; "
-                              f"cannot reference it in a DICOM Segmentation")
-        frames[n] = labels[index[..., 0], index[..., 1], index[..., 2]]
+        start = to_voxel[:3, :3] @ origin + to_voxel[:3, 3]  # voxel position of pixel (0, 0)
+        along_col = to_voxel[:3, :3] @ (cosines[:3] * col_step)  # one column to the right
+        along_row = to_voxel[:3, :3] @ (cosines[3:] * row_step)  # one row down
+        rows, cols = np.arange(int(ds.Rows))[:, None], np.arange(int(ds.Columns))[None, :]
+        index = []
+        for axis in range(3):  # the mapping is affine in (row, column): one broadcast sum per voxel axis
+            exact = start[axis] + rows * along_row[axis] + cols * along_col[axis]
+            nearest = np.rint(exact)
+            if np.abs(exact - nearest).max() > _OFF_GRID or nearest.min() < 0 or nearest.max() >= labels.shape[axis]:
+                raise SegvolError(f"{getattr(ds, 'filename', 'a source slice')}: slice does not lie on the mask's "
+                                  f"grid; cannot reference it in a DICOM Segmentation")
+            index.append(nearest.astype(np.intp))
+        frames[n] = labels[index[0], index[1], index[2]]
     return frames
 
 
