@@ -24,7 +24,7 @@ import numpy as np
 from segvol.data.brats import MODALITIES, resolve_modalities
 from segvol.data.importers import CaseWriter, ImportReport
 from segvol.data.phantoms.brats import brats_affine
-from segvol.errors import SegvolError
+from segvol.errors import SegvolError, first_line
 
 __all__ = ["import_brats_h5", "DEFAULT_CHANNELS", "MASK_LABELS"]
 
@@ -58,7 +58,7 @@ def _read_volume(slices: dict[int, Path]) -> tuple[np.ndarray, np.ndarray]:
             with h5py.File(path, "r") as fh:
                 image, mask = np.asarray(fh["image"]), np.asarray(fh["mask"])
         except (OSError, KeyError) as exc:
-            raise ValueError(f"{path.name} unreadable ({type(exc).__name__}: {str(exc)[:80]})") from exc
+            raise ValueError(f"{path.name} unreadable ({type(exc).__name__}: {first_line(exc, 80)})") from exc
         if image.ndim != 3 or image.shape[2] != 4 or mask.shape != image.shape[:2] + (3,):
             raise ValueError(f"{path.name} has image {image.shape} / mask {mask.shape}, expected (H, W, 4) / (H, W, 3)")
         if images and image.shape != images[0].shape:

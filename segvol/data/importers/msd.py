@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from segvol.data.importers import CaseWriter, ImportReport
-from segvol.errors import SegvolError
+from segvol.errors import SegvolError, first_line
 
 __all__ = ["import_msd", "MSD_TO_BRATS", "DEFAULT_ORDER"]
 
@@ -56,7 +56,7 @@ def _convert(image_path: Path, label_path: Path, order: tuple[str, ...]) -> tupl
             raise ValueError(f"label shape {lab.shape} differs from image {img.shape[:3]}")
         data, labels = np.asanyarray(img.dataobj), np.rint(np.asanyarray(lab.dataobj)).astype(np.int64)
     except (OSError, EOFError, nib.filebasedimages.ImageFileError) as exc:
-        raise ValueError(f"unreadable ({type(exc).__name__}: {str(exc)[:80]})") from exc
+        raise ValueError(f"unreadable ({type(exc).__name__}: {first_line(exc, 80)})") from exc
     unknown = sorted(set(np.unique(labels).tolist()) - set(MSD_TO_BRATS))
     if unknown:
         raise ValueError(f"label values {unknown} outside 0-3")
