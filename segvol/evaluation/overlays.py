@@ -101,8 +101,8 @@ def save_overlay(path: str | Path, image: np.ndarray | None, ref: np.ndarray | N
                  affine: np.ndarray, title: str = "") -> Path:
     """Axial, coronal and sagittal overlays at the slices with most reference foreground, with a legend (PNG).
 
-    Without a reference (``ref=None``, e.g. ``segvol infer --output overlay``) the prediction is drawn in red alone, at the
-    slices with the most predicted foreground."""
+    Without a reference (``ref=None``, e.g. ``segvol infer --output overlay``) the prediction is drawn in red alone,
+    at the slices with the most predicted foreground."""
     import matplotlib
 
     matplotlib.use("Agg")
