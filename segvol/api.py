@@ -231,10 +231,8 @@ def _expand_folder(folder: Path, modalities: Sequence[str], is_scan: Any) -> lis
         return [folder]  # one DICOM series
     if _is_case_folder(folder, modalities):
         return [folder]  # one case: read in the model's sequences by resolve_input
-    scans = sorted(p for p in folder.iterdir() if p.is_file() and is_scan(p))
-    if not scans:  # a folder of DICOM series folders, or of case folders
-        scans = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-                       and (is_series_folder(p) or _is_case_folder(p, modalities)))
+    scans = sorted(p for p in folder.iterdir() if (p.is_file() and is_scan(p)) or (  # scans, series, cases
+        p.is_dir() and not p.name.startswith(".") and (is_series_folder(p) or _is_case_folder(p, modalities))))
     if not scans and len(modalities) > 1:
         return [folder]  # a case folder lacking sequences: resolve_input names what is missing
     if not scans:
@@ -246,8 +244,8 @@ def expand_inputs(inputs: list[Any], modalities: Sequence[str] = ()) -> list[Any
     """Globs -> matching files; a folder -> its scans, unless it is one scan itself: a DICOM series, or a case of
     the model's dataset (``modalities``: the model's channels, e.g. ``("flair",)``; see :func:`_is_case_folder`).
 
-    A folder with no NIfTI scans is a DICOM series when it holds DICOM files, else each of its series (or case)
-    subfolders is one input. Masks segvol wrote earlier (``*_seg.nii.gz``) and ImageCAS labels
+    A folder is a DICOM series when it holds DICOM files; otherwise each of its scans and each of its series (or
+    case) subfolders is one input. Masks segvol wrote earlier (``*_seg.nii.gz``) and ImageCAS labels
     (``*.label.nii.gz``) are not inputs. In-memory scans (nibabel images, ``(array, affine)``) pass through.
     """
     import glob

@@ -207,8 +207,9 @@ def test_colliding_batches_are_refused_before_any_work(tmp_path, untrained_ckpt,
     d = tmp_path / "d"
     write_series(image, AFFINE, d / "case7")
     write_nifti(d / "case7.nii.gz", image, AFFINE)
-    with pytest.raises(SegvolError, match="case7.* and .*case7.* would both write"):
-        api.infer(inputs=[d / "case7", d / "case7.nii.gz"], model=untrained_ckpt, device="cpu")
+    for inputs in ([d / "case7", d / "case7.nii.gz"], [d]):
+        with pytest.raises(SegvolError, match="case7.* and .*case7.* would both write"):
+            api.infer(inputs=inputs, model=untrained_ckpt, device="cpu")
     assert not (d / "case7_seg.nii.gz").exists()
 
 
