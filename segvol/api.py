@@ -22,9 +22,11 @@ def synth(*, dataset: str, out: str | Path, cases: int = 8, size: str = "small",
     """Write phantom cases of ``dataset`` in its real layout (see :mod:`segvol.data.phantoms`); with ``dicom``
     (CT only) each scan also as a DICOM series folder ``<out>/dicom/<case>/``."""
     from segvol.data.phantoms import write_phantoms
+    from segvol.data.registry import get_adapter
 
-    if dicom and dataset != "imagecas":
-        raise SegvolError(f"--dicom: only CT phantoms (imagecas) are written as DICOM series, not {dataset}")
+    adapter = get_adapter(dataset)
+    if dicom and adapter.modality != "CT":
+        raise SegvolError(f"--dicom: only CT phantoms are written as DICOM series, not {dataset}")
     written = write_phantoms(dataset, out, cases, size=size, seed=seed, overwrite=overwrite, progress=progress)
     if dicom:
         import nibabel as nib
@@ -33,11 +35,10 @@ def synth(*, dataset: str, out: str | Path, cases: int = 8, size: str = "small",
 
         from segvol.data.dicom import write_series
 
-        scans = [p for p in written if p.name.endswith(".img.nii.gz")]
-        for i, scan in enumerate(tqdm(scans, desc="dicom", unit="series", disable=not progress)):
+        scans = adapter.phantom_scans(Path(out))
+        for i, (case, scan) in enumerate(tqdm(scans, desc="dicom", unit="series", disable=not progress)):
             img = nib.load(str(scan))
-            written.append(write_series(np.asanyarray(img.dataobj), img.affine,
-                                        Path(out) / "dicom" / scan.name[: -len(".img.nii.gz")],
+            written.append(write_series(np.asanyarray(img.dataobj), img.affine, Path(out) / "dicom" / case,
                                         seed=seed * 1000 + i, overwrite=overwrite))
     return written
 
@@ -50,7 +51,7 @@ def resolve_records(cfg: Config) -> tuple[Any, Any, dict[str, list[dict]], dict[
     adapter = get_adapter(cfg.data.dataset)
     spec = adapter.task_spec(cfg)
     records = adapter.find_records(cfg.data.root, cfg.data.modalities)
-    split = adapter.official_split(cfg.data.root) if hasattr(adapter, "official_split") else None
+    split = adapter.official_split(cfg.data.root)
     if split is None:
         split = seeded_split([r["id"] for r in records], cfg.data.val_fraction, cfg.data.test_fraction,
                              cfg.data.split_seed)
@@ -85,12 +86,15 @@ def train(*, cfg: Config | None = None, models_dir: str | Path = "models", name:
         return _resume(Path(resume), device=device, progress=progress, epochs=epochs)
     if cfg is None:
         raise SegvolError("train needs a config (or resume=<run folder>)")
-    _, spec, groups, split = resolve_records(cfg)
+    from segvol.data.registry import get_adapter
+
+    cfg = get_adapter(cfg.data.dataset).configure(cfg)  # e.g. the intensity scheme dataset.json's modality asks for
+    adapter, spec, groups, split = resolve_records(cfg)
     if not groups["train"]:
         raise SegvolError(f"{cfg.data.root}: no training cases after the split")
     from segvol.data.check import require_trainable  # headers only: a broken case stops training here
 
-    require_trainable([r for part in groups.values() for r in part], dataset=cfg.data.dataset, root=cfg.data.root,
+    require_trainable([r for part in groups.values() for r in part], dataset=adapter, root=cfg.data.root,
                       channels=spec.in_channels)
     torch_device = pick_device(device or cfg.train.device)
     run_dir = _prepare_run(cfg, split, Path(models_dir), name)

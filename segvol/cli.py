@@ -23,7 +23,7 @@ log = logging.getLogger("segvol")
 # ---------------------------------------------------------------------------------------------------------- synth
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write phantom scans in a dataset's real layout")
-    p.add_argument("dataset", help="imagecas or brats")
+    p.add_argument("dataset", help="imagecas, brats or msd")
     p.add_argument("--out", required=True, help="output folder, e.g. data/imagecas")
     p.add_argument("--cases", type=_positive_int, default=8)
     p.add_argument("--size", choices=("small", "full"), default="small",
@@ -45,7 +45,7 @@ def _run_synth(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a 3D BasicUNet on a dataset")
-    p.add_argument("--dataset", default=None, help="imagecas (default: the config's)")
+    p.add_argument("--dataset", default=None, help="imagecas, brats, lgg, msd (alias nnunet) (default: the config's)")
     p.add_argument("--config", default=None, help="preset name or YAML path (default: the dataset's preset)")
     p.add_argument("--data", default=None, help="dataset folder (default: the config's data.root)")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
@@ -61,17 +61,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _load_train_config(args: argparse.Namespace):  # noqa: ANN202
     from segvol.config import load_config
 
+    from segvol.data.registry import get_adapter
+
     sections: dict = {}
     data = {}
+    preset = args.config
     if args.dataset:
-        data["dataset"] = args.dataset
+        adapter = get_adapter(args.dataset)  # aliases resolve: nnunet -> msd
+        data["dataset"] = adapter.name
+        preset = preset or adapter.preset or adapter.name
         if not args.data:
             data["root"] = f"data/{args.dataset}"
     if args.data:
         data["root"] = args.data
     if data:
         sections["data"] = data
-    preset = args.config or args.dataset or "imagecas"
+    preset = preset or "imagecas"
     return load_config(preset, args.overrides, **sections)
 
 

@@ -79,13 +79,17 @@ class AugmentConfig:
     scale_intensity_prob: float = 0.3
     noise_std: float = 0.05
     noise_prob: float = 0.3
+    elastic_prob: float = 0.0  # Rand3DElasticd (image bilinear, label nearest); 0 = off
+    elastic_sigma: tuple[float, float] = (5.0, 8.0)  # smoothing of the displacement field, voxels
+    elastic_magnitude: tuple[float, float] = (50.0, 150.0)  # displacement magnitude before smoothing
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "basic_unet"  # key of segvol.networks.NETWORKS
-    features: tuple[int, ...] = (32, 64, 128, 256, 512, 32)
-    dropout: float = 0.1
+    name: str = "basic_unet"  # key of segvol.networks.NETWORKS: basic_unet, unet, segresnet, dynunet, swinunetr
+    features: tuple[int, ...] = (32, 64, 128, 256, 512, 32)  # basic_unet's six feature sizes (other nets: kwargs)
+    dropout: float = 0.1  # passed to the network's own dropout argument
+    kwargs: dict[str, Any] = field(default_factory=dict)  # further keywords of the MONAI class, e.g. {feature_size: 12}
 
 
 @dataclass(frozen=True)

@@ -103,11 +103,21 @@ def random_part(cfg: Config, keys: Sequence[str] = ("image", "label")) -> list[A
         mt.RandAffined(keys=keys, prob=aug.affine_prob, mode=modes, padding_mode="zeros",
                        translate_range=(aug.affine_translate,) * 3, scale_range=(aug.affine_scale,) * 3,
                        rotate_range=(rad / 3,) * 3),
+        *_elastic(aug, keys),
         mt.RandAdjustContrastd(keys="image", gamma=aug.gamma_range, prob=aug.gamma_prob),
         mt.RandScaleIntensityd(keys="image", factors=aug.scale_intensity, prob=aug.scale_intensity_prob),
         mt.RandGaussianNoised(keys="image", std=aug.noise_std, prob=aug.noise_prob),
     ]
     return steps
+
+
+def _elastic(aug: Any, keys: tuple[str, ...]) -> list[Any]:
+    """Elastic deformation (``augment.elastic_prob``; off at 0, so the other transforms' random streams stay as
+    they were): a smoothed random displacement field, image bilinear, label nearest."""
+    if aug.elastic_prob <= 0:
+        return []
+    return [mt.Rand3DElasticd(keys=keys, sigma_range=aug.elastic_sigma, magnitude_range=aug.elastic_magnitude,
+                              prob=aug.elastic_prob, mode=("bilinear", "nearest"), padding_mode="zeros")]
 
 
 def build_transforms(cfg: Config, train: bool, keys: Sequence[str] = ("image", "label"),

@@ -32,6 +32,7 @@ from typing import Any
 
 from segvol.config import Config
 from segvol.data import TaskSpec
+from segvol.data.adapter import CheckRules, DatasetAdapter, EvalDefaults, as_list
 from segvol.data.records import Record
 from segvol.errors import SegvolError
 from segvol.inference.nifti import nifti_stem
@@ -146,7 +147,11 @@ def _release_of(root: str | Path) -> str:
     return scan_case(folders[0]).release if folders else "2018-2021"
 
 
-class BraTS:
+LABEL_VALUES = frozenset({0, 1, 2, 4})
+LABEL_VALUES_2023 = frozenset({0, 1, 2, 3})  # 2023+ releases: enhancing tumour is 3
+
+
+class BraTS(DatasetAdapter):
     """Brain tumour in four MRI sequences: whole tumour (binary) or TC/WT/ET regions."""
 
     name = "brats"
@@ -154,6 +159,7 @@ class BraTS:
     label_names = ("background", "necrotic core", "edema", "enhancing tumour")
     default_modalities: tuple[str, ...] = MODALITIES
     label_modes: tuple[str, ...] = ("binary", "regions")
+    preset = "brats"
 
     def task_spec(self, cfg: Config) -> TaskSpec:
         """Head, class names, channels and label conversion for ``cfg.data.labels`` and ``cfg.data.modalities``."""
@@ -211,9 +217,28 @@ class BraTS:
         return {"id": case.folder.name, "image": [str(case.files[m]) for m in mods],
                 "label": str(label) if label is not None else None}
 
-    def official_split(self, root: str | Path) -> dict[str, list[str]] | None:
-        """BraTS ships no split file: the seeded split is used."""
-        return None
+    def check_rules(self, root: str | Path, modalities: Sequence[str] = ()) -> CheckRules:
+        """MR; one file per sequence; labels {0, 1, 2, 4} (the 2023+ releases' file names switch to {0, 1, 2, 3})."""
+        return CheckRules(modality="MR", channels=len(resolve_modalities(modalities, self.default_modalities)),
+                          label_values=LABEL_VALUES)
+
+    def allowed_labels(self, record: Record, rules: CheckRules) -> frozenset[int]:
+        names = [(nifti_stem(Path(p).name) or "").lower() for p in as_list(record["image"])]
+        if any(_SPLIT.split(n)[-1] in RELEASE_2023_TOKENS for n in names):
+            return LABEL_VALUES_2023
+        return rules.label_values
+
+    def evaluation_defaults(self) -> EvalDefaults:
+        """Label values named for the failure analysis (1 necrotic core, 2 edema, 3/4 enhancing tumour)."""
+        from segvol.evaluation.classes import BRATS_LABEL_NAMES
+
+        return EvalDefaults(label_names=dict(BRATS_LABEL_NAMES))
+
+    def write_phantom_case(self, out: Path, index: int, size: str, seed: int) -> list[Path]:
+        """A case folder in the BraTS 2020 layout (:mod:`segvol.data.phantoms.brats`)."""
+        from segvol.data.phantoms.brats import write_brats_case
+
+        return write_brats_case(out, index, size, seed)
 
 
 class LGG(BraTS):
@@ -226,6 +251,13 @@ class LGG(BraTS):
     name = "lgg"
     default_modalities = ("flair", "t1", "t1ce")
     label_modes = ("binary",)
+    preset = None
+    write_phantom_case = DatasetAdapter.write_phantom_case  # no LGG phantoms
+
+    def check_rules(self, root: str | Path, modalities: Sequence[str] = ()) -> CheckRules:
+        """MR; one file per sequence; one label."""
+        return CheckRules(modality="MR", channels=len(resolve_modalities(modalities, self.default_modalities)),
+                          label_values=frozenset({0, 1}))
 
 
 def case_images(folder: str | Path, modalities: Sequence[str]) -> list[str]:

@@ -1,7 +1,8 @@
 """Dataset checks: everything that would break or silently spoil training, found before training starts.
 
 :func:`check_records` inspects records ``{"id", "image": path | [paths], "label": path | None}`` from any adapter;
-:func:`check_dataset` finds them with the dataset registry first (``msd`` folders are read from ``dataset.json``).
+:func:`check_dataset` finds them with the dataset's adapter first, whose :meth:`~segvol.data.adapter.DatasetAdapter.check_rules`
+say which modality, channels and label values to expect.
 Each problem has a severity: ``error`` (training would fail or learn from broken data) or ``warning`` (worth a
 look), a code, a one-line message naming the file, and a hint. ``headers_only=True`` reads headers and the gzip
 size field only (seconds for a thousand cases); it is what ``segvol train`` runs before training
@@ -18,24 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from segvol.data.adapter import CheckRules, DatasetAdapter, as_list
 from segvol.data.check_files import HINTS, FileInfo, Problem, inspect_file, same_grid
 from segvol.data.records import Record
-from segvol.errors import SegvolError
+from segvol.errors import SegvolError, first_line
 
-__all__ = ["Problem", "CaseReport", "CheckReport", "LABEL_VALUES", "MODALITY", "check_records", "check_dataset",
-           "require_trainable", "msd_records", "HINTS"]
+__all__ = ["Problem", "CaseReport", "CheckReport", "check_records", "check_dataset", "require_trainable", "HINTS"]
 
 log = logging.getLogger(__name__)
 
-LABEL_VALUES: dict[str, frozenset[int]] = {  # label values each dataset allows
-    "imagecas": frozenset({0, 1}),
-    "brats": frozenset({0, 1, 2, 4}),
-    "brats-2023": frozenset({0, 1, 2, 3}),  # 2023+ releases: enhancing tumour is 3
-    "lgg": frozenset({0, 1}),
-    "msd": frozenset({0, 1, 2, 3}),  # replaced by dataset.json's "labels" when present
-}
-MODALITY = {"imagecas": "CT", "brats": "MR", "lgg": "MR", "msd": "MR"}
-_RELEASE_2023 = ("t2f", "t1n", "t1c", "t2w")
 OUTLIER_FACTOR = 2.0  # a spacing or size more than 2x (or under half) the dataset's median is flagged
 
 
@@ -94,32 +86,17 @@ class CheckReport:
         return json.dumps(self.as_dict(), indent=1) + "\n"
 
 
-def allowed_labels(dataset: str, record: Record) -> frozenset[int]:
-    """The label values ``dataset`` allows for ``record`` (BraTS 2023 file names switch to {0, 1, 2, 3})."""
-    if "allowed_labels" in record:
-        return frozenset(record["allowed_labels"])
-    if dataset == "brats":
-        names = [Path(p).name.lower() for p in _as_list(record["image"])]
-        if any(n.replace(".nii.gz", "").replace(".nii", "").endswith(_RELEASE_2023) for n in names):
-            return LABEL_VALUES["brats-2023"]
-    return LABEL_VALUES.get(dataset, frozenset({0, 1}))
-
-
-def _as_list(image: Any) -> list[str]:
-    return [str(p) for p in image] if isinstance(image, (list, tuple)) else [str(image)]
-
-
-def _check_case(record: Record, dataset: str, modality: str, channels: int | None, headers_only: bool,
-                ) -> CaseReport:
+def _check_case(record: Record, adapter: DatasetAdapter, rules: CheckRules, headers_only: bool) -> CaseReport:
     """Inspect the image file(s) and the label of one record and compare their grids."""
     case = CaseReport(id=str(record["id"]))
-    paths = _as_list(record["image"])
+    paths = as_list(record["image"])
+    modality, channels = rules.modality, rules.channels
     per_file = 1 if len(paths) > 1 else channels
     images = [inspect_file(p, "image", case.id, channels=per_file, modality=modality, headers_only=headers_only)
               for p in paths]
     label = None
     if record.get("label"):
-        label = inspect_file(record["label"], "label", case.id, allowed=allowed_labels(dataset, record),
+        label = inspect_file(record["label"], "label", case.id, allowed=adapter.allowed_labels(record, rules),
                              headers_only=headers_only)
     for info in images + ([label] if label else []):
         case.problems += info.problems
@@ -185,67 +162,39 @@ def _duplicates(report: CheckReport) -> None:
             seen[case.digest] = case.id
 
 
-def check_records(records: list[Record], *, dataset: str, root: str | Path = "", channels: int | None = None,
-                  modality: str | None = None, headers_only: bool = False, progress: bool = False) -> CheckReport:
+def check_records(records: list[Record], *, dataset: str | DatasetAdapter, root: str | Path = "",
+                  channels: int | None = None, modality: str | None = None, headers_only: bool = False,
+                  progress: bool = False) -> CheckReport:
     """Check every record and the dataset as a whole.
 
     Args:
-        records: ``{"id", "image": path | [paths], "label": path | None}`` (an optional ``allowed_labels``
-            overrides the per-dataset label table).
-        dataset: registry name; picks the label table and the modality (CT or MR).
-        root: the dataset folder (for the report only).
-        channels: image channels training expects (None = not checked).
-        modality: ``"CT"`` or ``"MR"`` (default: from the dataset name).
+        records: ``{"id", "image": path | [paths], "label": path | None}``.
+        dataset: the adapter (or its registry name) whose :meth:`check_rules` and :meth:`allowed_labels` apply.
+        root: the dataset folder (for the rules that depend on it, and the report).
+        channels: image channels training expects (default: the adapter's rule).
+        modality: ``"CT"`` or ``"MR"`` (default: the adapter's rule).
         headers_only: read headers and gzip size fields only (no voxel data).
         progress: show a progress bar.
     """
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
 
+    from segvol.data.registry import get_adapter
+
+    adapter = get_adapter(dataset) if isinstance(dataset, str) else dataset
     if not records:
-        raise SegvolError(f"{root or dataset}: the dataset has no cases")
-    modality = modality or MODALITY.get(dataset, "MR")
-    report = CheckReport(dataset=dataset, root=str(root), headers_only=headers_only)
+        raise SegvolError(f"{root or adapter.name}: the dataset has no cases")
+    rules = adapter.check_rules(root) if root else CheckRules(adapter.modality, None,
+                                                              frozenset(range(len(adapter.label_names))))
+    rules = replace(rules, channels=channels if channels is not None else rules.channels,
+                    modality=modality or rules.modality)
+    report = CheckReport(dataset=adapter.name, root=str(root), headers_only=headers_only)
     for record in tqdm(records, desc="check-data", unit="case", disable=not progress):
-        report.cases.append(_check_case(record, dataset, modality, channels, headers_only))
+        report.cases.append(_check_case(record, adapter, rules, headers_only))
     _outliers(report)
     _duplicates(report)
     return report
-
-
-def msd_records(root: str | Path) -> tuple[list[Record], int | None, str]:
-    """Records of a Medical Segmentation Decathlon folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``).
-
-    Returns:
-        ``(records, channels, modality)``; channels and modality come from ``dataset.json`` when it names them.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise SegvolError(f"{root}: no such folder")
-    meta_path = root / "dataset.json"
-    meta: dict[str, Any] = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError as exc:
-            raise SegvolError(f"{meta_path}: not valid JSON ({exc})") from exc
-    names = meta.get("modality") or meta.get("channel_names") or {}
-    modality = "CT" if any(str(v).upper() == "CT" for v in names.values()) else "MR"
-    labels = meta.get("labels") or {}
-    allowed = sorted({int(k) for k in labels if str(k).isdigit()} | {int(v) for v in labels.values()
-                                                                       if isinstance(v, int)})
-    images = sorted(p for p in (root / "imagesTr").glob("*.nii*") if not p.name.startswith("."))
-    records = []
-    for image in images:
-        stem = image.name.split(".nii")[0]
-        stem = stem[:-5] if stem.endswith("_0000") else stem
-        label = root / "labelsTr" / image.name.replace("_0000.nii", ".nii")
-        record: Record = {"id": stem, "image": str(image), "label": str(label)}
-        if allowed:
-            record["allowed_labels"] = allowed
-        records.append(record)
-    if not records:
-        raise SegvolError(f"{root}: no imagesTr/*.nii.gz files; not a Medical Segmentation Decathlon folder")
-    return records, (len(names) or None), modality
 
 
 def check_dataset(dataset: str, root: str | Path, *, headers_only: bool = False, full: bool = False,
@@ -255,39 +204,37 @@ def check_dataset(dataset: str, root: str | Path, *, headers_only: bool = False,
     ``full`` also runs every error-free case through the training preprocessing (load, orientation, 1 mm
     resampling, normalisation) of the dataset's preset, so that anything MONAI itself rejects is found too.
     """
-    if dataset == "msd":
-        records, channels, modality = msd_records(root)
-    else:
-        from segvol.data.registry import get_adapter
+    from segvol.data.registry import get_adapter
 
-        adapter = get_adapter(dataset)
-        records = adapter.find_records(root, modalities)
-        modality = getattr(adapter, "modality", None)
-        channels = 1 if modality == "CT" else None
-    report = check_records(records, dataset=dataset, root=root, channels=channels, modality=modality,
+    adapter = get_adapter(dataset)
+    records = adapter.find_records(root, modalities, require_labels=False)
+    rules = adapter.check_rules(root, modalities)
+    report = check_records(records, dataset=adapter, root=root, channels=rules.channels, modality=rules.modality,
                            headers_only=headers_only, progress=progress)
     if full:
-        _check_preprocessing(report, records, dataset, progress)
+        _check_preprocessing(report, records, adapter, root, modalities, progress)
     return report
 
 
-def _check_preprocessing(report: CheckReport, records: list[Record], dataset: str, progress: bool) -> None:
+def _preprocess_config(adapter: DatasetAdapter, root: str | Path, modalities: tuple[str, ...]) -> Any:
+    """The adapter's preset (defaults when it has none) for the data in ``root``, as training would adapt it."""
+    from segvol.config import Config, load_config
+
+    data = {"dataset": adapter.name, "root": str(root), "modalities": list(modalities)}
+    cfg = load_config(adapter.preset, data=data) if adapter.preset else Config().replace(data=data)
+    return adapter.configure(cfg)
+
+
+def _check_preprocessing(report: CheckReport, records: list[Record], adapter: DatasetAdapter, root: str | Path,
+                         modalities: tuple[str, ...], progress: bool) -> None:
     """Run the deterministic training prefix on each error-free case; failures become ``preprocess`` errors."""
     from monai.transforms import Compose
     from tqdm.auto import tqdm
 
-    from segvol.config import Config, load_config
     from segvol.transforms import deterministic_prefix
 
-    try:
-        cfg = load_config(dataset)
-    except SegvolError:
-        cfg = Config()
-    label_transforms: tuple[Any, ...] = ()
-    if dataset != "msd":
-        from segvol.data.registry import get_adapter
-
-        label_transforms = tuple(get_adapter(dataset).task_spec(cfg).label_transforms)
+    cfg = _preprocess_config(adapter, root, modalities)
+    label_transforms = tuple(adapter.task_spec(cfg).label_transforms)
     pairs = [(r, c) for r, c in zip(records, report.cases) if c.status != "error"]
     for record, case in tqdm(pairs, desc="preprocess", unit="case", disable=not progress):
         keys = ("image", "label") if record.get("label") else ("image",)
@@ -296,15 +243,16 @@ def _check_preprocessing(report: CheckReport, records: list[Record], dataset: st
                 {k: record[k] for k in keys})
         except Exception as exc:  # MONAI wraps every failure in RuntimeError; the cause names the problem
             cause = exc.__cause__ or exc
-            text = (str(cause).strip().splitlines() or [""])[0][:120]
-            case.problems.append(Problem("error", "preprocess", case.id, _as_list(record["image"])[0],
+            text = first_line(cause, 120, empty="")
+            case.problems.append(Problem("error", "preprocess", case.id, as_list(record["image"])[0],
                                          f"training preprocessing failed ({type(cause).__name__}: {text})",
                                          HINTS["preprocess"]))
             continue
         case.preprocessed_shape = [int(s) for s in out["image"].shape]
 
 
-def require_trainable(records: list[Record], *, dataset: str, root: str | Path, channels: int) -> CheckReport:
+def require_trainable(records: list[Record], *, dataset: str | DatasetAdapter, root: str | Path, channels: int
+                      ) -> CheckReport:
     """Headers-only check before training; raises :class:`SegvolError` naming the first problem on errors."""
     report = check_records(records, dataset=dataset, root=root, channels=channels, headers_only=True)
     errors = report.errors
@@ -313,7 +261,7 @@ def require_trainable(records: list[Record], *, dataset: str, root: str | Path, 
     if errors:
         first, cases = errors[0], len({p.case for p in errors})
         raise SegvolError(f"{first.file}: {first.message} ({len(errors)} problem(s) in {cases} case(s); "
-                          f"'segvol check-data --dataset {dataset} --data {root}' lists them all)")
+                          f"'segvol check-data --dataset {report.dataset} --data {root}' lists them all)")
     log.info("dataset check (headers): %d case(s) fine", len(report.cases))
     return report
 

@@ -22,7 +22,7 @@ def add_check_parser(sub: argparse._SubParsersAction) -> None:
                                    "channels, image/label grid mismatches, label values, empty labels, NaN/Inf, "
                                    "implausible intensities, spacing and size outliers and duplicates. Exit status "
                                    "1 when a case would break training.")
-    p.add_argument("--dataset", required=True, help="imagecas, brats, lgg or msd")
+    p.add_argument("--dataset", required=True, help="imagecas, brats, lgg or msd (alias nnunet)")
     p.add_argument("--data", required=True, help="the dataset folder")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the full report to this JSON file")
     p.add_argument("--headers-only", action="store_true",

@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from segvol.config import Config
 from segvol.data import TaskSpec
+from segvol.data.adapter import DatasetAdapter, EvalDefaults
 from segvol.data.records import Record
 from segvol.errors import SegvolError
 
@@ -34,14 +36,14 @@ WHERE_FROM = (
 )
 
 
-class ImageCAS:
+class ImageCAS(DatasetAdapter):
     """Coronary arteries in cardiac CT angiography (binary)."""
 
     name = "imagecas"
     modality = "CT"
     label_names = ("background", "artery")
-    default_modalities: tuple[str, ...] = ("ct",)
-    default_window = (-200.0, 800.0)
+    default_modalities = ("ct",)
+    preset = "imagecas"
 
     def task_spec(self, cfg: Config) -> TaskSpec:
         """Binary arteries: one CT channel in, background/artery softmax out."""
@@ -50,7 +52,10 @@ class ImageCAS:
         return TaskSpec(in_channels=1, out_channels=2, activation="softmax", class_names=("artery",),
                         modalities=("ct",))
 
-    def find_records(self, root: str | Path, modalities: tuple[str, ...] = ()) -> list[Record]:
+    def find_records(self, root: str | Path, modalities: Sequence[str] = (), require_labels: bool = True
+                     ) -> list[Record]:
+        """``{"id": "N", "image": N.img.nii.gz, "label": N.label.nii.gz}`` in case-number order; an unpaired file
+        is an error naming it."""
         root = Path(root)
         if not root.is_dir():
             raise SegvolError(f"{root}: no such folder. {WHERE_FROM}")
@@ -83,6 +88,25 @@ class ImageCAS:
                 log.info("split: official %s (%s)", name, ", ".join(f"{k} {len(v)}" for k, v in split.items()))
                 return split
         return None
+
+    def evaluation_defaults(self) -> EvalDefaults:
+        """Arteries are thin tubes: clDice and connected components are reported too."""
+        return EvalDefaults(vessel=True)
+
+    def write_phantom_case(self, out: Path, index: int, size: str, seed: int) -> list[Path]:
+        """An int16 HU CT on an ImageCAS grid with two labelled coronary trees (:mod:`segvol.data.phantoms`)."""
+        import numpy as np
+
+        from segvol.data.phantoms import save_nifti
+        from segvol.data.phantoms.imagecas import make_imagecas_phantom, sample_geometry
+
+        case_seed = seed * 100_003 + index
+        geom = sample_geometry(size, np.random.default_rng(case_seed))
+        image, label, affine = make_imagecas_phantom(geom, case_seed)
+        paths = [out / f"{index}.img.nii.gz", out / f"{index}.label.nii.gz"]
+        save_nifti(image, affine, paths[0])
+        save_nifti(label, affine, paths[1])
+        return paths
 
 
 def _read_table(path: Path) -> list[list[str]]:

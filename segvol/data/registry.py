@@ -1,39 +1,86 @@
-"""The explicit registry of dataset adapters: the single source of truth for dataset names."""
+"""The explicit registry of dataset adapters: the single source of truth for dataset names.
+
+Built-in adapters are imported lazily (``segvol --help`` stays instant). A new dataset registers itself::
+
+    from segvol.data.adapter import DatasetAdapter
+    from segvol.data.registry import register_dataset
+
+    class MyData(DatasetAdapter):
+        name = "mydata"
+        ...
+
+    register_dataset("mydata", MyData)
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
+from segvol.data.adapter import DatasetAdapter
 from segvol.errors import SegvolError
 
-__all__ = ["DATASETS", "get_adapter"]
+__all__ = ["DATASETS", "ALIASES", "get_adapter", "register_dataset", "dataset_names", "canonical_name"]
 
 
-def _imagecas() -> Any:
+def _imagecas() -> DatasetAdapter:
     from segvol.data.imagecas import ImageCAS
 
     return ImageCAS()
 
 
-def _brats() -> Any:
+def _brats() -> DatasetAdapter:
     from segvol.data.brats import BraTS
 
     return BraTS()
 
 
-def _lgg() -> Any:
+def _lgg() -> DatasetAdapter:
     from segvol.data.brats import LGG
 
     return LGG()
 
 
-DATASETS: dict[str, Any] = {"imagecas": _imagecas, "brats": _brats, "lgg": _lgg}
+def _msd() -> DatasetAdapter:
+    from segvol.data.msd import MSD
+
+    return MSD()
 
 
-def get_adapter(name: str) -> Any:
-    """Return the adapter registered under ``name`` (``imagecas``, ``brats``, ...)."""
-    try:
-        factory = DATASETS[name]
-    except KeyError:
-        raise SegvolError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
-    return factory()
+DATASETS: dict[str, Callable[[], DatasetAdapter]] = {"imagecas": _imagecas, "brats": _brats, "lgg": _lgg,
+                                                     "msd": _msd}
+ALIASES: dict[str, str] = {"nnunet": "msd"}
+
+
+def register_dataset(name: str, factory: Callable[[], DatasetAdapter], *, aliases: tuple[str, ...] = (),
+                     replace: bool = False) -> None:
+    """Register ``factory`` (an adapter class or a function returning an adapter) under ``name``.
+
+    Raises :class:`SegvolError` when ``name`` or an alias is taken, unless ``replace``.
+    """
+    for key in (name, *aliases):
+        if not replace and (key in DATASETS or key in ALIASES):
+            raise SegvolError(f"dataset {key!r} is already registered")
+    DATASETS[name] = factory
+    for alias in aliases:
+        ALIASES[alias] = name
+
+
+def canonical_name(name: str) -> str:
+    """``name`` with aliases resolved (``nnunet`` -> ``msd``); unknown names are an error listing the known."""
+    key = ALIASES.get(name, name)
+    if key not in DATASETS:
+        raise SegvolError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
+    return key
+
+
+def dataset_names() -> list[str]:
+    """Every registered name and alias, sorted."""
+    return sorted({*DATASETS, *ALIASES})
+
+
+def get_adapter(name: str) -> DatasetAdapter:
+    """Return the adapter registered under ``name`` (``imagecas``, ``brats``, ``msd``, an alias, ...)."""
+    adapter = DATASETS[canonical_name(name)]()
+    if not isinstance(adapter, DatasetAdapter):
+        raise SegvolError(f"dataset {name!r}: its factory returned {type(adapter).__name__}, not a DatasetAdapter")
+    return adapter

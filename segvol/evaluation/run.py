@@ -72,7 +72,8 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, out: str | Pa
     Predictions go to ``<out>/predictions/<id>_seg.nii.gz``; ``out`` defaults to ``<run>/eval`` (``eval-val``
     etc. for splits other than test).
     """
-    from segvol.evaluation.classes import BRATS_LABEL_NAMES, scheme_for_task
+    from segvol.data.registry import get_adapter
+    from segvol.evaluation.classes import scheme_for_task
     from segvol.inference.backends import load_model
     from segvol.utils import pick_device
 
@@ -82,13 +83,13 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, out: str | Pa
     model = load_model(run_dir / checkpoint, pick_device(device))
     scheme, names = scheme_for_task(model.task)
     log.info("evaluating %s on %d %s case(s) -> %s", run_dir / checkpoint, len(records), name, out_dir)
+    defaults = get_adapter(cfg.data.dataset).evaluation_defaults()
     cases = _predict(model, records, out_dir / "predictions", progress)
     meta = {"run": str(run_dir), "checkpoint": str(run_dir / checkpoint), "split": name,
             "dataset": cfg.data.dataset}
-    return evaluate_cases(cases, out_dir, scheme=scheme, names=names, vessel=cfg.data.dataset == "imagecas",
-                          worst=worst, gif=gif, training_log=run_dir / "metrics.csv",
-                          label_names=BRATS_LABEL_NAMES if cfg.data.dataset == "brats" else None,
-                          progress=progress, meta=meta)
+    return evaluate_cases(cases, out_dir, scheme=scheme, names=names, vessel=defaults.vessel, worst=worst, gif=gif,
+                          training_log=run_dir / "metrics.csv", label_names=defaults.label_names, progress=progress,
+                          meta=meta)
 
 
 def evaluate_folders(pred: str | Path, ref: str | Path, *, out: str | Path | None = None,
