@@ -198,16 +198,17 @@ def _name(image_input: Any) -> str:
     return str(image_input[0] if isinstance(image_input, (list, tuple)) else image_input)
 
 
-def _input_grid(image_input: Any) -> Any:
+def _input_grid(image_input: Any, channels: int = 1) -> Any:
     """The input's grid checked before any work: a nibabel image (a NIfTI file or an in-memory image; the sequences
     of one scan must share it), or None for a DICOM series (its grid is what MONAI's reader returns, taken from the
-    prediction)."""
+    prediction). One image for a ``channels``-channel model is 4D."""
     from segvol.data.dicom import check_series, is_series_folder
 
     items = list(image_input) if isinstance(image_input, (list, tuple)) else [image_input]
+    per_item = channels if len(items) == 1 else None
     if is_in_memory(image_input):
         names = [IN_MEMORY if len(items) == 1 else f"{IN_MEMORY} (sequence {i + 1})" for i in range(len(items))]
-        refs = [check_image(img, name, load_data=False) for img, name in zip(items, names)]
+        refs = [check_image(img, name, channels=per_item, load_data=False) for img, name in zip(items, names)]
     elif len(items) == 1 and Path(items[0]).is_dir():
         if not is_series_folder(items[0]):
             raise SegvolError(f"{items[0]}: folder holds neither .nii/.nii.gz scans nor a DICOM series")
@@ -215,7 +216,7 @@ def _input_grid(image_input: Any) -> Any:
         return None
     else:
         names = [str(p) for p in items]
-        refs = [check_volume(p, load_data=False) for p in items]
+        refs = [check_volume(p, channels=per_item, load_data=False) for p in items]
     for name, other in zip(names[1:], refs[1:]):
         reason = grid_mismatch(refs[0], other)
         if reason:
@@ -241,7 +242,7 @@ def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path | None
     plan = outputs if outputs is not None else OutputPlan.of(None)
     if isinstance(image_input, (list, tuple)) and len(image_input) == 1:  # one sequence: the scan itself
         image_input = image_input[0]
-    ref = _input_grid(image_input)
+    ref = _input_grid(image_input, int(model.task["in_channels"]))
     targets = plan.targets(out_path) if out_path is not None else {}
     for target in targets.values():
         check_writable_target(target, overwrite)
