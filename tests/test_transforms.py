@@ -62,3 +62,27 @@ def test_training_chain_yields_patches(imagecas_small):
     for patch in out:
         assert tuple(patch["image"].shape) == (1, 32, 32, 32) == tuple(patch["label"].shape)
     assert sum(float(p["label"].sum()) > 0 for p in out) >= 1  # positive-centred crops hold artery
+
+
+def test_elastic_deformation_is_off_by_default_and_keeps_labels_whole_when_on():
+    import torch
+    from monai.transforms import Compose, Rand3DElasticd
+
+    from segvol.config import Config
+    from segvol.transforms import random_part
+
+    assert not any(isinstance(t, Rand3DElasticd) for t in random_part(Config()))
+    cfg = Config().replace(augment={"elastic_prob": 1.0, "num_samples": 1, "rotate_prob": 0.0, "flip_prob": 0.0,
+                                    "zoom_prob": 0.0, "affine_prob": 0.0, "gamma_prob": 0.0,
+                                    "scale_intensity_prob": 0.0, "noise_prob": 0.0},
+                           preprocess={"roi_size": [24, 24, 24]})
+    steps = random_part(cfg)
+    assert sum(isinstance(t, Rand3DElasticd) for t in steps) == 1
+    grid = torch.stack(torch.meshgrid(*[torch.arange(24.0)] * 3, indexing="ij"))
+    label = ((grid - 12).norm(dim=0) < 7).float()[None]
+    chain = Compose(steps)
+    chain.set_random_state(0)
+    out = chain({"image": label * 100.0, "label": label})[0]
+    assert out["label"].sum() > 0 and set(out["label"].unique().tolist()) <= {0.0, 1.0}  # nearest: no blending
+    assert not torch.equal(out["label"], label)  # the ball was deformed
+    assert set(out["image"].unique().tolist()) - {0.0, 100.0}  # bilinear: the image is interpolated

@@ -30,11 +30,13 @@ class ExportResult:
     checked_shapes: list[tuple[int, ...]]
 
 
-def _export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> bool:
-    """Export with dynamic batch and spatial axes (multiples of 16) where the exporter allows; else static."""
+def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, divisor: tuple[int, int, int] = (16, 16, 16)
+            ) -> bool:
+    """Export with dynamic batch and spatial axes (multiples of the network's ``divisor``) where the exporter allows;
+    else static."""
     from torch.export import Dim
 
-    spatial = {i: 16 * Dim(f"s{i}", min=1, max=64) for i in (2, 3, 4)}
+    spatial = {i: d * Dim(f"s{i}", min=1, max=1024 // d) for i, d in zip((2, 3, 4), divisor)}
     kwargs = dict(input_names=["image"], output_names=["logits"], dynamo=True, optimize=True, verbose=False)
     sink = io.StringIO()
     for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript"):
@@ -70,16 +72,17 @@ def export_onnx_file(ckpt: dict, out: str | Path, tolerance: float = TOLERANCE) 
     """Export a loaded checkpoint to ``out``; check the graph; compare with PyTorch; embed segvol metadata."""
     import onnx
 
-    from segvol.networks import build_network
+    from segvol.networks import build_network, shape_divisor
 
     model = build_network(ckpt["network"])
+    divisor = shape_divisor(ckpt["network"])
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     roi = tuple(ckpt["config"]["preprocess"]["roi_size"])
     channels = int(ckpt["task"]["in_channels"])
     out = Path(out)
     with atomic_path(out) as tmp:
-        dynamic = _export(model, torch.zeros(1, channels, *roi), tmp)
+        dynamic = _export(model, torch.zeros(1, channels, *roi), tmp, divisor)
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto, full_check=True)
         meta = {"segvol_config": ckpt["config"], "segvol_network": ckpt["network"], "segvol_task": ckpt["task"]}
@@ -89,7 +92,8 @@ def export_onnx_file(ckpt: dict, out: str | Path, tolerance: float = TOLERANCE) 
         onnx.save(proto, str(tmp))
         shapes = [(1, channels, *roi)]
         if dynamic:
-            shapes.append((2, channels, *(max(16, r - 16) if i else r + 16 for i, r in enumerate(roi))))
+            other = (max(d, r - d) if i else r + d for i, (r, d) in enumerate(zip(roi, divisor)))
+            shapes.append((2, channels, *other))
         diff = _parity(model, tmp, shapes)
         if not diff <= tolerance:
             raise SegvolError(f"{out}: ONNX Runtime output differs from PyTorch by {diff:.3g} "
