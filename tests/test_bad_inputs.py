@@ -150,7 +150,8 @@ def test_3d_scan_for_a_four_channel_model_and_4d_for_one(tmp_path, capsys, untra
     model = _onnx_model(tmp_path / "four.onnx", graph_channels=4, meta_channels=4)
     scan = write_nifti(tmp_path / "ct.nii.gz", ct_case(0)[0], np.eye(4))
     status, _, err = run(capsys, "infer", str(scan), "--model", str(model), "--device", "cpu")
-    assert status == 2 and "ct.nii.gz: the model expects 4 channel(s), the input has 1" in one_line_error(err)
+    assert status == 2 and "ct.nii.gz: expected a 4D volume with 4 channels, got shape (20, 18, 12)" in \
+        one_line_error(err)
     stack = write_nifti(tmp_path / "stack.nii.gz", np.zeros((16, 16, 10, 4), np.float32), np.eye(4))
     status, _, err = run(capsys, "infer", str(stack), "--model", str(untrained_ckpt), "--device", "cpu")
     assert status == 2 and "stack.nii.gz: expected a 3D volume, got 4D" in one_line_error(err)
