@@ -185,8 +185,7 @@ def check_records(records: list[Record], *, dataset: str | DatasetAdapter, root:
     adapter = get_adapter(dataset) if isinstance(dataset, str) else dataset
     if not records:
         raise SegvolError(f"{root or adapter.name}: the dataset has no cases")
-    rules = adapter.check_rules(root) if root else CheckRules(adapter.modality, None,
-                                                              frozenset(range(len(adapter.label_names))))
+    rules = adapter.check_rules(root)
     rules = replace(rules, channels=channels if channels is not None else rules.channels,
                     modality=modality or rules.modality)
     report = CheckReport(dataset=adapter.name, root=str(root), headers_only=headers_only)
