@@ -105,7 +105,8 @@ def test_label_values_outside_dataset_json_are_check_errors(tmp_path):
 
 def test_msd_model_infers_a_4d_scan_onto_its_grid(tmp_path, msd_phantoms):
     """Two training steps, then a 4D multi-channel scan in, a 3D label map on the scan's grid out."""
-    cfg = load_config(str(REPO / "configs" / "tiny-msd.yaml"), ["train.epochs=1", "train.steps_per_epoch=2"],
+    cfg = load_config(str(REPO / "configs" / "tiny-msd.yaml"),
+                      ["train.epochs=1", "train.steps_per_epoch=2", "train.max_val_cases=1"],
                       data={"root": str(msd_phantoms)})
     result = api.train(cfg=cfg, models_dir=tmp_path / "models", name="m", device="cpu", progress=False)
     assert {"dice_edema", "dice_tumour_core"} <= set(result.history[-1])
