@@ -96,32 +96,39 @@ def train(*, cfg: Config | None = None, models_dir: str | Path = "models", name:
 
     require_trainable([r for part in groups.values() for r in part], dataset=adapter, root=cfg.data.root,
                       channels=spec.in_channels)
-    torch_device = pick_device(device or cfg.train.device)
-    run_dir = _prepare_run(cfg, split, Path(models_dir), name)
+    from segvol.training.distributed import init_distributed
+
+    info, torch_device = init_distributed(pick_device(device or cfg.train.device))  # under torchrun: join now
+    run_dir = _prepare_run(cfg, split, Path(models_dir), name, info)
     log.info("run folder: %s (%d train, %d val, %d test cases)", run_dir, len(groups["train"]), len(groups["val"]),
              len(groups["test"]))
     return fit(cfg, spec, groups, run_dir, torch_device, progress=progress, logger=_train_logger(run_dir))
 
 
-def _prepare_run(cfg: Config, split: dict[str, list[str]], models_dir: Path, name: str | None) -> Path:
-    """Rank 0 creates the run folder with the resolved config and split; other ranks wait and reuse it."""
+def _prepare_run(cfg: Config, split: dict[str, list[str]], models_dir: Path, name: str | None, info: Any) -> Path:
+    """Rank 0 names and creates the run folder with the resolved config and split, and shares the name (or its
+    error); the other ranks wait at a barrier and reuse the folder."""
     import yaml
 
-    from segvol.config import distributed_env
     from segvol.data.records import write_split
+    from segvol.training.distributed import barrier, broadcast_object
     from segvol.utils import atomic_path
 
-    rank, _, world = distributed_env()
-    name = name or (f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}" if world == 1 else None)
-    if name is None:
-        raise SegvolError("under torchrun, give the run a --name so every rank uses the same folder")
-    if rank != 0:
-        return models_dir / name
-    run_dir = _new_run_dir(models_dir, name, cfg.data.dataset)
-    with atomic_path(run_dir / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    write_split(split, run_dir / "split.json")
-    return run_dir
+    outcome: str | SegvolError = ""
+    if info.is_main:
+        try:
+            run_dir = _new_run_dir(models_dir, name, cfg.data.dataset)
+            with atomic_path(run_dir / "config.yaml") as tmp:
+                tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            write_split(split, run_dir / "split.json")
+            outcome = run_dir.name
+        except SegvolError as exc:
+            outcome = exc
+    outcome = broadcast_object(outcome, info)
+    if isinstance(outcome, SegvolError):
+        raise outcome
+    barrier(info)
+    return models_dir / outcome
 
 
 def _train_logger(run_dir: Path) -> Any:

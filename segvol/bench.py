@@ -43,25 +43,17 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeat: int, warmup: int
 
 
 def model_only(cfg: Config, spec: Any, device: torch.device, steps: int) -> dict[str, float]:
-    """Training steps/s on random tensors of the configured batch (num_samples patches of roi_size)."""
-    from segvol.training.trainer import _build, _autocast, make_loss
-    from segvol.training.distributed import DistInfo
+    """Training steps/s on random tensors of the configured batch (num_samples patches of roi_size), through
+    the trainer's own :meth:`~segvol.training.trainer.Trainer.train_step` (autocast, scaler and all)."""
+    from segvol.training.trainer import Trainer
 
-    state, _ = _build(cfg, spec, device, DistInfo())
-    loss_fn, (amp, dtype) = make_loss(cfg, spec), _autocast(cfg, device)
+    trainer = Trainer(cfg, spec, device)
     shape = (cfg.augment.num_samples, spec.in_channels, *cfg.preprocess.roi_size)
-    x = torch.randn(shape, device=device)
-    y = (torch.rand((shape[0], 1 if spec.activation == "softmax" else spec.out_channels, *shape[2:]),
-                    device=device) > 0.9).float()
-
-    def step() -> None:
-        state.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, enabled=amp, dtype=dtype):
-            loss = loss_fn(state.model(x), y)
-        loss.backward()
-        state.optimizer.step()
-
-    seconds = _timed(step, device, steps)
+    batch = {"image": torch.randn(shape, device=device),
+             "label": (torch.rand((shape[0], 1 if spec.activation == "softmax" else spec.out_channels, *shape[2:]),
+                                  device=device) > 0.9).float()}
+    trainer.state.model.train()
+    seconds = _timed(lambda: trainer.train_step(batch), device, steps)
     return {"model_steps_per_s": 1 / seconds, "model_patches_per_s": shape[0] / seconds}
 
 
@@ -92,30 +84,19 @@ def preprocessing(cfg: Config, spec: Any, records: list) -> dict[str, float]:
 
 
 def pipeline(cfg: Config, spec: Any, records: list, device: torch.device, steps: int) -> dict[str, float]:
-    """End-to-end training patches/s through the data pipeline: cold (prefix every step) and RAM-cached."""
-    from segvol.training.data import Augmented, cached_volumes
-    from segvol.training.distributed import DistInfo
-    from segvol.training.trainer import _autocast, _build, _loader, _train_epoch, make_loss
+    """End-to-end training patches/s through the trainer's data pipeline and steps: cold (prefix every step)
+    and RAM-cached (on the training device with ``train.gpu_augment``)."""
+    from segvol.training.trainer import Trainer
 
     out: dict[str, float] = {}
-
-    class _NoBar:
-        disable = True
-
-        def update(self, n: int) -> None: ...
-
-        def set_postfix(self, **kw: Any) -> None: ...
-
     for mode in ("none", "ram"):
         c = cfg.replace(data={"cache": mode})
-        state, _ = _build(c, spec, device, DistInfo())
-        gpu = device if c.train.gpu_augment else None
-        ds = Augmented(cached_volumes(records, c, spec, gpu), c, gpu)
-        loss_fn, autocast = make_loss(c, spec), _autocast(c, device)
-        _train_epoch(state, _loader(ds, DistInfo(), device, c, 0), loss_fn, device, 2, autocast, _NoBar())
+        trainer = Trainer(c, spec, device)
+        trainer.attach_data(records)
+        trainer.train_epoch(0, steps=2)  # warm-up: cache filled, kernels chosen
         _sync(device)
         start = time.perf_counter()
-        _train_epoch(state, _loader(ds, DistInfo(), device, c, 1), loss_fn, device, steps, autocast, _NoBar())
+        trainer.train_epoch(1, steps=steps)
         _sync(device)
         rate = steps * c.augment.num_samples / (time.perf_counter() - start)
         out["train_patches_per_s_" + ("cold" if mode == "none" else "cached")] = rate

@@ -102,11 +102,12 @@ class TrainConfig:
     val_every: int = 1  # epochs between validation passes
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
-    amp: bool = True  # mixed precision on CUDA (ignored on the CPU)
+    amp: bool = True  # mixed precision (autocast) on any device: bf16 runs on GPUs and CPUs alike
     amp_dtype: str = "bf16"  # "bf16" or "fp16" (fp16 uses a gradient scaler)
-    gpu_augment: bool = True  # on CUDA: cached volumes live on the GPU; crops and augmentation run there
+    gpu_augment: bool = True  # cached volumes live on the training device (the GPU on CUDA); crops and augmentation run there
     compile: bool = False  # torch.compile the network
     cudnn_benchmark: bool = True  # on CUDA: let cuDNN pick the fastest kernels for the fixed patch size
+    deterministic: bool = False  # deterministic cuDNN kernels and torch.use_deterministic_algorithms (slower)
     steps_per_epoch: int = 0  # 0 = one step per training volume
     max_val_cases: int = 0  # 0 = every validation case
     lr_schedule: str = "none"  # "none", "cosine" (to 0 over the epochs) or "plateau" (ReduceLROnPlateau on val Dice)
@@ -121,7 +122,7 @@ class InferConfig:
     min_component_mm3: float = 0.0  # post-processing: drop components smaller than this (0 = off)
     keep_largest: int = 0  # keep only the K largest components per class (0 = all; ImageCAS: 2 trees)
     fill_holes: bool = False  # fill enclosed holes in each class
-    device_transforms: bool = True  # on CUDA: resample, normalise and invert on the GPU (the CPU is the bottleneck)
+    device_transforms: bool = True  # resample, normalise and invert on the model's device (the GPU on CUDA)
 
 
 @dataclass(frozen=True)

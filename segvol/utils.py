@@ -14,7 +14,8 @@ from typing import Any
 
 from segvol.errors import SegvolError
 
-__all__ = ["atomic_path", "atomic_dir", "pick_device", "seed_everything", "check_writable_target"]
+__all__ = ["atomic_path", "atomic_dir", "pick_device", "seed_everything", "torch_flags",
+           "check_writable_target"]
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,12 @@ def pick_device(name: str = "auto") -> Any:
     return torch.device("cpu")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy, PyTorch and MONAI's global state."""
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy, PyTorch and MONAI's global state; ``deterministic`` decides the kernels.
+
+    MONAI's ``set_determinism`` also switches cuDNN to its deterministic kernels (and benchmark off); that is
+    undone unless ``deterministic`` is asked for, which also turns on ``torch.use_deterministic_algorithms``.
+    """
     import numpy as np
     import torch
     from monai.utils import set_determinism
@@ -113,3 +118,23 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     set_determinism(seed=seed)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def torch_flags(**cudnn: bool) -> Iterator[None]:
+    """Set ``torch.backends.cudnn`` flags (``benchmark``, ``deterministic``) for a block and restore them after,
+    so a library call (e.g. :func:`segvol.api.infer`) leaves the caller's global settings as they were."""
+    import torch
+
+    saved = {name: getattr(torch.backends.cudnn, name) for name in cudnn}
+    try:
+        for name, value in cudnn.items():
+            setattr(torch.backends.cudnn, name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(torch.backends.cudnn, name, value)

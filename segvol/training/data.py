@@ -16,7 +16,7 @@ from segvol.data import TaskSpec
 from segvol.data.records import Record
 from segvol.transforms import MAX_BG_INDICES, crop_indices, deterministic_prefix, random_part
 
-__all__ = ["cache_key", "cached_volumes", "Augmented", "estimate_cache_bytes"]
+__all__ = ["cache_key", "cached_volumes", "Augmented", "augment_seed", "estimate_cache_bytes"]
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 2  # bump when the prefix's code changes in a way the config does not show
@@ -51,7 +51,8 @@ def cached_volumes(records: list[Record], cfg: Config, spec: TaskSpec, device: t
     their foreground/background crop positions (:func:`segvol.transforms.crop_indices`; validation volumes too, so
     one disk cache serves any split).
 
-    ``cfg.data.cache``: ``ram`` keeps results in memory (on ``device`` when it is a GPU), ``disk`` writes them to
+    ``cfg.data.cache``: ``ram`` keeps results in memory (on ``device``, as plain tensors, when one is given: the
+    GPU's memory on CUDA), ``disk`` writes them to
     ``<data.root>/.cache/<cache_key>/`` for later runs, ``none`` recomputes every time.
     """
     from monai.data import CacheDataset, Dataset, PersistentDataset
@@ -62,11 +63,11 @@ def cached_volumes(records: list[Record], cfg: Config, spec: TaskSpec, device: t
         steps += crop_indices()
     mode = cfg.data.cache
     if mode == "ram":
-        if device is not None and device.type == "cuda":
+        if device is not None:
             steps.append(EnsureTyped(keys=keys, device=device, track_meta=False))
         size = estimate_cache_bytes(records, cfg)
         log.info("caching %d volume(s) in %s: about %.2f GB", len(records),
-                 "GPU memory" if device is not None and device.type == "cuda" else "RAM", size / 1e9)
+                 "GPU memory" if device is not None and device.type != "cpu" else "RAM", size / 1e9)
         return CacheDataset(records, Compose(steps), cache_rate=cfg.data.cache_rate, num_workers=None,
                             progress=False)
     if mode == "disk":
@@ -81,15 +82,25 @@ def cached_volumes(records: list[Record], cfg: Config, spec: TaskSpec, device: t
     raise SegvolError(f"data.cache={mode!r}: expected ram, disk or none")
 
 
+def augment_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The augmentation stream of one rank in one epoch: distinct per rank, and a function of ``(seed, epoch,
+    rank)`` only, so a resumed run draws what the uninterrupted one drew."""
+    return seed * 1_000_003 + epoch + 100_003 * rank
+
+
 class Augmented(torch.utils.data.Dataset):
-    """The random part (crops + augmentation) over a dataset of cached volumes; reseedable per epoch."""
+    """The random part (crops + augmentation) over a dataset of cached volumes; reseedable per epoch.
+
+    With ``device`` (``train.gpu_augment``; any ``torch.device``) the volumes are moved there as plain tensors and
+    the crops and augmentation run on that device; without, they run on MONAI MetaTensors wherever they are.
+    """
 
     def __init__(self, volumes: Any, cfg: Config, device: torch.device | None = None) -> None:
         from monai.transforms import Compose, EnsureTyped
 
         self.volumes = volumes
         steps = random_part(cfg)
-        if device is not None and device.type == "cuda":
+        if device is not None:
             steps.insert(0, EnsureTyped(keys=("image", "label"), device=device, track_meta=False))
         self.transform = Compose(steps)
 

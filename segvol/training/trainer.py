@@ -1,7 +1,9 @@
-"""The training loop: patches from cached volumes, DiceLoss, Adam, sliding-window validation, checkpoints.
+"""Training: patches from cached volumes, DiceLoss, Adam, sliding-window validation, checkpoints.
 
-Randomness is a function of ``(train.seed, epoch)``: every epoch reseeds the sampler, the augmentation and
-PyTorch, so a run resumed from ``last.pt`` continues exactly as the uninterrupted run would have.
+:class:`Trainer` is made of public steps (``loader``, ``train_step``, ``train_epoch``, ``validate``,
+``end_epoch``, ``save``) and ``fit`` is a short loop over them. Randomness is a function of ``(train.seed, epoch,
+rank)``: every epoch reseeds the sampler, the augmentation and PyTorch, so a run resumed from ``last.pt``
+continues exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from segvol.errors import SegvolError
 from segvol.inference.core import sliding_window, to_onehot
 from segvol.networks import build_network, network_args
 from segvol.training.checkpoint import save_checkpoint
-from segvol.training.distributed import (DistInfo, all_reduce_sum, broadcast_flag, init_distributed, shutdown,
-                                         weights_in_sync)
+from segvol.training.distributed import (DistInfo, all_reduce_sum, broadcast_flag, init_distributed, shard,
+                                         shutdown, weights_in_sync)
 
-__all__ = ["fit", "make_loss", "make_optimizer", "make_scheduler", "validate", "FitResult"]
+__all__ = ["Trainer", "TrainState", "FitResult", "fit", "build_state", "autocast_settings", "make_loss",
+           "make_optimizer", "make_scheduler", "validate"]
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +73,21 @@ def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> Any:
     raise SegvolError(f"train.lr_schedule={kind!r}: expected none, cosine or plateau")
 
 
-def _autocast(cfg: Config, device: torch.device) -> tuple[bool, torch.dtype]:
-    enabled = cfg.train.amp and device.type == "cuda"
+def autocast_settings(cfg: Config, device: torch.device) -> tuple[bool, torch.dtype]:
+    """``(enabled, dtype)`` for ``torch.autocast`` on ``device``: ``train.amp`` on any device (bf16 runs on CPUs
+    too), in ``train.amp_dtype``."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp_dtype)
     if dtype is None:
         raise SegvolError(f"train.amp_dtype={cfg.train.amp_dtype!r}: expected bf16 or fp16")
-    return enabled, dtype
+    return bool(cfg.train.amp), dtype
 
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, val_ds: Any, cfg: Config, spec: TaskSpec, device: torch.device,
              amp: bool = False, info: DistInfo | None = None, amp_dtype: torch.dtype = torch.bfloat16,
              preview: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
-    """Sliding-window Dice per class on the 1 mm grid; cases are sharded over ranks and the sums reduced.
+    """Sliding-window Dice per class on the 1 mm grid over ``val_ds``, this rank's share of the validation cases
+    (shares may differ in size, or be empty); the per-class sums and counts are reduced over ranks.
 
     Returns ``{"val_dice": mean over classes, "dice_<class>": mean over cases}``; cases whose reference and
     prediction are both empty for a class are left out of that class's mean. ``preview`` (a dict), when given,
@@ -94,8 +99,7 @@ def validate(model: torch.nn.Module, val_ds: Any, cfg: Config, spec: TaskSpec, d
     model.eval()
     metric = DiceMetric(include_background=spec.activation == "sigmoid", reduction="none", ignore_empty=True)
     sums = torch.zeros(2, len(spec.class_names), dtype=torch.float64)  # (sum of Dice, count) per class
-    limit = min(cfg.train.max_val_cases or len(val_ds), len(val_ds))
-    for i in range(info.rank, limit, info.world_size):
+    for i in range(len(val_ds) if val_ds is not None else 0):
         item = val_ds[i]
         image = torch.as_tensor(item["image"]).unsqueeze(0).to(device)
         with torch.autocast(device.type, enabled=amp, dtype=amp_dtype):
@@ -110,7 +114,7 @@ def validate(model: torch.nn.Module, val_ds: Any, cfg: Config, spec: TaskSpec, d
             preview.update(image=image[0, 0].cpu(), label=label[0, fg:].amax(0).cpu(), pred=pred[0, fg:].amax(0).cpu())
         sums[0] += torch.nan_to_num(scores, nan=0.0)
         sums[1] += (~scores.isnan()).double()
-    sums = all_reduce_sum(sums, info).cpu()
+    sums = all_reduce_sum(sums, info)
     per_class = (sums[0] / sums[1]).tolist()
     scores = {f"dice_{name}": float(v) for name, v in zip(spec.class_names, per_class)}
     finite = [v for v in scores.values() if not math.isnan(v)]
@@ -142,7 +146,7 @@ class _MetricsLog:
 
 
 @dataclass
-class _State:
+class TrainState:
     """Everything that changes while training and must survive a restart."""
 
     model: torch.nn.Module
@@ -178,56 +182,14 @@ class _State:
         self.finished = bool(ckpt.get("finished", False))
 
 
-def _train_epoch(state: _State, loader: Any, loss_fn: Any, device: torch.device, steps: int,
-                 autocast: tuple[bool, torch.dtype], bar: Any) -> float:
-    state.model.train()
-    total, count = torch.zeros((), device=device), 0
-    while count < steps:
-        for batch in loader:
-            image = batch["image"].to(device, non_blocking=True)
-            label = batch["label"].to(device, non_blocking=True)
-            state.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, enabled=autocast[0], dtype=autocast[1]):
-                loss = loss_fn(state.model(image), label)
-            if state.scaler is not None:
-                state.scaler.scale(loss).backward()
-                state.scaler.step(state.optimizer)
-                state.scaler.update()
-            else:
-                loss.backward()
-                state.optimizer.step()
-            total, count = total + loss.detach(), count + 1
-            bar.update(1)
-            if count % 10 == 0 or count == steps:
-                bar.set_postfix(loss=f"{float(total) / count:.4f}")
-            if count >= steps:
-                break
-    return float(total) / max(count, 1)
-
-
-def _loader(dataset: Any, info: DistInfo, device: torch.device, cfg: Config, epoch: int) -> Any:
-    """A fresh, epoch-seeded loader: same order and augmentation for the same (seed, epoch)."""
-    from monai.data import DataLoader, ThreadDataLoader
-
-    seed = cfg.train.seed * 1_000_003 + epoch
-    dataset.reseed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    if info.enabled:
-        sampler = torch.utils.data.DistributedSampler(dataset, info.world_size, info.rank, shuffle=True,
-                                                      seed=cfg.train.seed)
-        sampler.set_epoch(epoch)
-        kwargs: dict[str, Any] = {"sampler": sampler}
-    else:
-        kwargs = {"shuffle": True, "generator": generator}
-    if device.type == "cuda" and cfg.train.gpu_augment:
-        return ThreadDataLoader(dataset, batch_size=1, num_workers=0, **kwargs)
-    return DataLoader(dataset, batch_size=1, num_workers=cfg.data.num_workers, **kwargs)
-
-
-def _build(cfg: Config, spec: TaskSpec, device: torch.device, info: DistInfo) -> tuple[_State, dict[str, Any]]:
+def build_state(cfg: Config, spec: TaskSpec, device: torch.device, info: DistInfo | None = None
+                ) -> tuple[TrainState, dict[str, Any]]:
+    """Network (DDP-wrapped under ``torchrun``), optimiser, scheduler and, for fp16 autocast, a gradient scaler
+    for ``device``; plus the checkpoint's fixed part (config, network arguments, task)."""
+    info = info or DistInfo()
     net_args = network_args(cfg, spec.in_channels, spec.out_channels)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+    if device.type == "cuda":  # the one flag only CUDA has: cuDNN's kernel search for the fixed patch size
+        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark and not cfg.train.deterministic
     model = build_network(net_args).to(device)
     optimizer = make_optimizer(cfg, model)
     if cfg.train.compile:
@@ -235,102 +197,229 @@ def _build(cfg: Config, spec: TaskSpec, device: torch.device, info: DistInfo) ->
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    amp_on, amp_dtype = _autocast(cfg, device)
-    scaler = torch.amp.GradScaler("cuda") if amp_on and amp_dtype == torch.float16 else None
-    state = _State(model, optimizer, make_scheduler(cfg, optimizer), scaler)
+    amp_on, amp_dtype = autocast_settings(cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if amp_on and amp_dtype == torch.float16 else None
+    state = TrainState(model, optimizer, make_scheduler(cfg, optimizer), scaler)
     return state, {"config": config_to_dict(cfg), "network": net_args, "task": spec.as_dict()}
 
 
-def _after_validation(state: _State, cfg: Config, row: dict[str, Any]) -> bool:
-    """Track the best metric and patience; step a plateau scheduler. Returns True when this epoch is best."""
-    score = row.get("val_dice", float("nan"))
-    if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and not math.isnan(score):
-        state.scheduler.step(score)
-    if not math.isnan(score) and score > state.best_metric:
-        state.best_metric, state.best_epoch, state.bad_validations = score, state.epoch, 0
-        return True
-    state.bad_validations += 1
-    return False
+class _NoBar:
+    disable = True
+
+    def update(self, n: int = 1) -> None: ...
+
+    def set_postfix(self, **kwargs: Any) -> None: ...
+
+    def write(self, msg: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Trainer:
+    """Training as public steps, in the manner of nnU-Net's ``run_training``: :meth:`fit` is a short loop over
+    :meth:`train_epoch` (:meth:`loader` + :meth:`train_step`), :meth:`validate`, :meth:`end_epoch` and
+    :meth:`save`. A variant overrides one step in a subclass; ``segvol bench`` times the same steps.
+
+    Randomness is a function of ``(train.seed, epoch, rank)``: every epoch reseeds the sampler, the augmentation
+    and PyTorch, so a run resumed from ``last.pt`` continues exactly as the uninterrupted run would have, and each
+    DDP rank draws its own augmentation.
+    """
+
+    def __init__(self, cfg: Config, spec: TaskSpec, device: torch.device, *, info: DistInfo | None = None,
+                 run_dir: Path | None = None, logger: Any = None) -> None:
+        self.cfg, self.spec, self.device, self.info = cfg, spec, device, info or DistInfo()
+        self.run_dir, self.logger = run_dir, logger
+        self.state, self.base = build_state(cfg, spec, device, self.info)
+        self.loss_fn = make_loss(cfg, spec)
+        self.amp, self.amp_dtype = autocast_settings(cfg, device)
+        self.train_ds: Any = None
+        self.val_ds: Any = None
+        self.steps_per_epoch = cfg.train.steps_per_epoch
+        self.has_validation = False
+
+    # ------------------------------------------------------------------------------------------------- data
+    def attach_data(self, train: list[Record], val: list[Record] = ()) -> None:  # type: ignore[assignment]
+        """Cache this rank's share of the training and validation cases (N ranks hold one copy between them)."""
+        from segvol.training.data import Augmented, cached_volumes
+
+        cfg, info = self.cfg, self.info
+        mine = shard(train, info)
+        if not mine:
+            raise SegvolError(f"{len(train)} training case(s) cannot be shared among {info.world_size} ranks")
+        where = self.device if cfg.train.gpu_augment else None
+        self.train_ds = Augmented(cached_volumes(mine, cfg, self.spec, where), cfg, where)
+        self.steps_per_epoch = cfg.train.steps_per_epoch or math.ceil(len(train) / info.world_size)
+        val_cases = list(val)[: cfg.train.max_val_cases or len(val)]
+        self.has_validation = bool(val_cases)
+        val_mine = shard(val_cases, info)
+        self.val_ds = cached_volumes(val_mine, cfg, self.spec) if val_mine else None
+
+    def loader(self, epoch: int) -> Any:
+        """This rank's shuffled, augmented batches for ``epoch``: the same for the same ``(seed, epoch, rank)``."""
+        from monai.data import DataLoader, ThreadDataLoader
+
+        from segvol.training.data import augment_seed
+
+        seed = augment_seed(self.cfg.train.seed, epoch, self.info.rank)
+        self.train_ds.reseed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        if self.cfg.train.gpu_augment:  # the random part runs on the training device, in this process
+            return ThreadDataLoader(self.train_ds, batch_size=1, num_workers=0, shuffle=True, generator=generator)
+        return DataLoader(self.train_ds, batch_size=1, num_workers=self.cfg.data.num_workers, shuffle=True,
+                          generator=generator)
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def train_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One optimiser step on ``batch`` (``image``, ``label``) under autocast; returns the detached loss."""
+        state = self.state
+        image = batch["image"].to(self.device, non_blocking=True)
+        label = batch["label"].to(self.device, non_blocking=True)
+        state.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=self.amp, dtype=self.amp_dtype):
+            loss = self.loss_fn(state.model(image), label)
+        if state.scaler is not None:
+            state.scaler.scale(loss).backward()
+            state.scaler.step(state.optimizer)
+            state.scaler.update()
+        else:
+            loss.backward()
+            state.optimizer.step()
+        return loss.detach()
+
+    def train_epoch(self, epoch: int, steps: int | None = None, bar: Any = None) -> float:
+        """``steps`` (default: the epoch's) train steps over :meth:`loader`; returns the mean loss."""
+        from segvol.training.data import augment_seed
+
+        steps, bar = steps or self.steps_per_epoch, bar or _NoBar()
+        torch.manual_seed(augment_seed(self.cfg.train.seed, epoch, self.info.rank))  # dropout and the like
+        self.state.model.train()
+        total, count, loader = torch.zeros((), device=self.device), 0, self.loader(epoch)
+        while count < steps:
+            for batch in loader:
+                if count == 0:
+                    log.debug("rank %d epoch %d: first batch digest %.6f", self.info.rank, epoch,
+                              float(batch["image"].double().sum()))
+                total, count = total + self.train_step(batch), count + 1
+                bar.update(1)
+                if count % 10 == 0 or count == steps:
+                    bar.set_postfix(loss=f"{float(total) / count:.4f}")
+                if count >= steps:
+                    break
+        return float(total) / max(count, 1)
+
+    def validate(self) -> dict[str, float]:
+        """Validation Dice of the current weights over every rank's share; rank 0 logs a preview."""
+        show = self.info.is_main and hasattr(self.logger, "log_preview")
+        shown: dict[str, torch.Tensor] | None = {} if show else None
+        scores = validate(self.state.model, self.val_ds, self.cfg, self.spec, self.device, self.amp, self.info,
+                          self.amp_dtype, shown)
+        if shown:
+            self.logger.log_preview(self.state.epoch, shown["image"], shown["label"], shown["pred"])
+        return scores
+
+    def validation_due(self) -> bool:
+        epoch = self.state.epoch
+        return self.has_validation and (epoch % self.cfg.train.val_every == 0 or epoch == self.cfg.train.epochs)
+
+    def end_epoch(self, row: dict[str, Any]) -> bool:
+        """Best metric and patience, schedulers, and whether training is over (rank 0's decision for all ranks).
+        Returns True when this epoch is the best so far."""
+        state, cfg = self.state, self.cfg
+        score = row.get("val_dice", float("nan"))
+        is_best = False
+        if "val_dice" in row:
+            if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and not math.isnan(score):
+                state.scheduler.step(score)
+            if not math.isnan(score) and score > state.best_metric:
+                state.best_metric, state.best_epoch, state.bad_validations, is_best = score, state.epoch, 0, True
+            else:
+                state.bad_validations += 1
+        if isinstance(state.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            state.scheduler.step()
+        stop = cfg.train.patience > 0 and state.bad_validations >= cfg.train.patience
+        state.finished = broadcast_flag(stop or state.epoch >= cfg.train.epochs, self.info)
+        return is_best
+
+    def save(self, row: dict[str, Any], is_best: bool, metrics_log: _MetricsLog | None = None) -> None:
+        """Rank 0 only: the epoch's metrics row and TensorBoard scalars, checkpoints (best before last, atomic)."""
+        if not self.info.is_main or self.run_dir is None:
+            return
+        if metrics_log is not None:
+            metrics_log.append(row)
+        if self.logger is not None:
+            self.logger.log_epoch(self.state.epoch, row)
+        if is_best:
+            save_checkpoint(self.run_dir / "best.pt", self.state.payload(self.base, row))
+        save_checkpoint(self.run_dir / "last.pt", self.state.payload(self.base, row))
+
+    # -------------------------------------------------------------------------------------------------- loop
+    def fit(self, resume: dict[str, Any] | None = None, progress: bool = True) -> FitResult:
+        """Train until ``train.epochs`` (or early stopping), validating every ``val_every`` epochs.
+
+        Args:
+            resume: a ``last.pt`` checkpoint to continue from (model, optimiser, scheduler, scaler, epoch, best).
+        """
+        from tqdm.auto import tqdm
+
+        state, cfg, run_dir = self.state, self.cfg, self.run_dir or Path(".")
+        if resume is not None:
+            state.restore(resume)
+        metrics_log = _MetricsLog(run_dir / "metrics.csv", self.spec.class_names) if self.info.is_main else None
+        if metrics_log and resume is not None:
+            metrics_log.truncate_after(state.epoch)
+        result = FitResult(run_dir, state.best_metric, state.best_epoch)
+        bar = tqdm(total=(cfg.train.epochs - state.epoch) * self.steps_per_epoch, desc="train", unit="step",
+                   dynamic_ncols=True, disable=not (progress and self.info.is_main))
+        while state.epoch < cfg.train.epochs and not state.finished:
+            state.epoch += 1
+            start = time.perf_counter()
+            row: dict[str, Any] = {"epoch": state.epoch, "loss": round(self.train_epoch(state.epoch, bar=bar), 6),
+                                   "lr": state.optimizer.param_groups[0]["lr"]}
+            if self.validation_due():
+                row.update({k: round(v, 6) for k, v in self.validate().items()})
+            is_best = self.end_epoch(row)
+            row["time_s"] = round(time.perf_counter() - start, 3)
+            result.history.append(row)
+            self.save(row, is_best, metrics_log)
+            self._log_epoch(row, bar)
+            result.stopped_early = state.finished and state.epoch < cfg.train.epochs
+        bar.close()
+        result.best_metric, result.best_epoch = state.best_metric, state.best_epoch
+        if self.info.is_main and not (run_dir / "best.pt").exists():  # never validated: the last weights stand in
+            save_checkpoint(run_dir / "best.pt", state.payload(self.base, {}))
+        if self.info.enabled:
+            in_sync = weights_in_sync(state.model, self.info)
+            (log.info if in_sync else log.error)("weights %s across %d ranks", "identical" if in_sync else "DIFFER",
+                                                 self.info.world_size)
+        return result
+
+    def _log_epoch(self, row: dict[str, Any], bar: Any) -> None:
+        if not self.info.is_main:
+            return
+        state, cfg = self.state, self.cfg
+        msg = f"epoch {state.epoch}/{cfg.train.epochs}: loss {row['loss']:.4f}"
+        if "val_dice" in row:
+            msg += f", val Dice {row['val_dice']:.4f} (best {state.best_metric:.4f} @ {state.best_epoch})"
+        if state.finished and state.epoch < cfg.train.epochs:
+            msg += f"; early stop: no improvement in {state.bad_validations} validation(s)"
+        bar.write(msg) if not bar.disable else log.info(msg)
 
 
 def fit(cfg: Config, spec: TaskSpec, splits: dict[str, list[Record]], run_dir: Path, device: torch.device,
         progress: bool = True, resume: dict[str, Any] | None = None, logger: Any = None) -> FitResult:
-    """Train until ``cfg.train.epochs`` (or early stopping), validating every ``val_every`` epochs.
+    """Join the process group (under ``torchrun``), seed, build a :class:`Trainer` on ``splits`` and run it.
 
     Args:
         resume: a ``last.pt`` checkpoint to continue from (model, optimiser, scheduler, scaler, epoch, best).
         logger: optional object with ``log_epoch(epoch, row)`` (e.g. TensorBoard), called on rank 0.
     """
-    from tqdm.auto import tqdm
-
-    from segvol.training.data import Augmented, cached_volumes
     from segvol.utils import seed_everything
 
     info, device = init_distributed(device)
-    seed_everything(cfg.train.seed)
-    state, base = _build(cfg, spec, device, info)
-    if resume is not None:
-        state.restore(resume)
-    gpu_aug = device if cfg.train.gpu_augment else None
-    train_ds = Augmented(cached_volumes(splits["train"], cfg, spec, gpu_aug), cfg, gpu_aug)
-    val_ds = cached_volumes(splits["val"], cfg, spec) if splits["val"] else None
-    loss_fn, autocast = make_loss(cfg, spec), _autocast(cfg, device)
-    steps = cfg.train.steps_per_epoch or math.ceil(len(train_ds) / info.world_size)
-    metrics_log = _MetricsLog(run_dir / "metrics.csv", spec.class_names) if info.is_main else None
-    if metrics_log and resume is not None:
-        metrics_log.truncate_after(state.epoch)
-    result = FitResult(run_dir, state.best_metric, state.best_epoch)
-    bar = tqdm(total=(cfg.train.epochs - state.epoch) * steps, desc="train", unit="step", dynamic_ncols=True,
-               disable=not (progress and info.is_main))
-    while state.epoch < cfg.train.epochs and not state.finished:
-        state.epoch += 1
-        torch.manual_seed(cfg.train.seed * 1_000_003 + state.epoch)
-        start = time.perf_counter()
-        loader = _loader(train_ds, info, device, cfg, state.epoch)
-        loss = _train_epoch(state, loader, loss_fn, device, steps, autocast, bar)
-        row: dict[str, Any] = {"epoch": state.epoch, "loss": round(loss, 6),
-                               "lr": state.optimizer.param_groups[0]["lr"]}
-        is_best = False
-        if val_ds is not None and (state.epoch % cfg.train.val_every == 0 or state.epoch == cfg.train.epochs):
-            shown: dict[str, torch.Tensor] | None = {} if info.is_main and hasattr(logger, "log_preview") else None
-            scores = validate(state.model, val_ds, cfg, spec, device, autocast[0], info, autocast[1], shown)
-            row.update({k: round(v, 6) for k, v in scores.items()})
-            if shown:
-                logger.log_preview(state.epoch, shown["image"], shown["label"], shown["pred"])
-            is_best = _after_validation(state, cfg, row)
-        if isinstance(state.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-            state.scheduler.step()
-        stop = cfg.train.patience > 0 and state.bad_validations >= cfg.train.patience
-        state.finished = broadcast_flag(stop or state.epoch >= cfg.train.epochs, info)
-        row["time_s"] = round(time.perf_counter() - start, 3)
-        result.history.append(row)
-        if info.is_main:
-            _record_epoch(state, base, row, is_best, run_dir, metrics_log, logger, bar, cfg)
-        result.stopped_early = stop
-    bar.close()
-    result.best_metric, result.best_epoch = state.best_metric, state.best_epoch
-    if info.is_main and not (run_dir / "best.pt").exists():  # never validated: the last weights stand in
-        save_checkpoint(run_dir / "best.pt", state.payload(base, {}))
-    if info.enabled:
-        in_sync = weights_in_sync(state.model, info)
-        (log.info if in_sync else log.error)("weights %s across %d ranks", "identical" if in_sync else "DIFFER",
-                                             info.world_size)
-    shutdown(info)
-    return result
-
-
-def _record_epoch(state: _State, base: dict[str, Any], row: dict[str, Any], is_best: bool, run_dir: Path,
-                  metrics_log: _MetricsLog, logger: Any, bar: Any, cfg: Config) -> None:
-    """Rank 0 only: metrics row, checkpoints (best before last, both atomic), log line."""
-    metrics_log.append(row)
-    if logger is not None:
-        logger.log_epoch(state.epoch, row)
-    if is_best:
-        save_checkpoint(run_dir / "best.pt", state.payload(base, row))
-    save_checkpoint(run_dir / "last.pt", state.payload(base, row))
-    msg = f"epoch {state.epoch}/{cfg.train.epochs}: loss {row['loss']:.4f}"
-    if "val_dice" in row:
-        msg += f", val Dice {row['val_dice']:.4f} (best {state.best_metric:.4f} @ {state.best_epoch})"
-    if state.finished and state.epoch < cfg.train.epochs:
-        msg += f"; early stop: no improvement in {state.bad_validations} validation(s)"
-    bar.write(msg) if not bar.disable else log.info(msg)
+    try:
+        seed_everything(cfg.train.seed, deterministic=cfg.train.deterministic)
+        trainer = Trainer(cfg, spec, device, info=info, run_dir=run_dir, logger=logger)
+        trainer.attach_data(splits["train"], splits.get("val", []))
+        return trainer.fit(resume, progress=progress)
+    finally:
+        shutdown(info)
