@@ -368,17 +368,21 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
     from tqdm.auto import tqdm
 
     from segvol.data.brats import resolve_input
-    from segvol.inference.backends import load_model
+    from segvol.inference.backends import load_model, require_device
     from segvol.inference.nifti import as_image
     from segvol.inference.outputs import OutputPlan
     from segvol.inference.predictor import infer_file
-    from segvol.utils import pick_device
+    from segvol.training.distributed import gather_shards, init_distributed, shard, shutdown
+    from segvol.utils import pick_device, torch_flags
 
     if not inputs:
         raise SegvolError("no input scans given")
     plan = OutputPlan.of(outputs)
-    loaded = load_model(model or _default_model(models_dir), pick_device(device))
-    log.info("model: %s (%s)", loaded.path, loaded.backend)
+    info, torch_device = init_distributed(pick_device(device))  # under torchrun: each rank takes a share
+    loaded = load_model(model or _default_model(models_dir), torch_device)
+    if device != "auto":
+        require_device(loaded, torch_device)
+    log.info("model: %s (%s on %s)", loaded.path, loaded.backend, loaded.provider or loaded.device)
     if amp and not (loaded.backend == "pytorch" and loaded.device.type == "cuda"):
         log.warning("--amp applies to PyTorch models on CUDA; running in float32")
     modalities = tuple(loaded.task.get("modalities", ()))
@@ -390,16 +394,20 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
             raise SegvolError(reason)
     check_targets(inputs, [plan.targets(m) if m is not None else {} for m in masks], overwrite, plan.folders)
     results = []
-    bar = tqdm(list(zip(inputs, masks)), desc="infer", unit="scan", disable=not progress or len(inputs) < 2)
-    for item, mask in bar:
-        array_input = _as_array_input(item)
-        image = as_image(*array_input) if array_input is not None else resolve_input(item, modalities)
-        pred = infer_file(loaded, image, mask, sw_batch_size=sw_batch_size, overlap=overlap,
-                          progress=progress and len(inputs) == 1, tta=tta, amp=amp, outputs=plan,
-                          overwrite=overwrite)
-        if array_input is not None:
-            pred.mask = pred.labels
-        results.append(pred)
+    mine = shard(list(zip(inputs, masks)), info)  # every output written once, by the rank that computes it
+    bar = tqdm(mine, desc="infer", unit="scan", disable=not progress or len(inputs) < 2 or not info.is_main)
+    with torch_flags(benchmark=True):  # every window has the ROI's shape; the caller's flags come back after
+        for item, mask in bar:
+            array_input = _as_array_input(item)
+            image = as_image(*array_input) if array_input is not None else resolve_input(item, modalities)
+            pred = infer_file(loaded, image, mask, sw_batch_size=sw_batch_size, overlap=overlap,
+                              progress=progress and len(inputs) == 1, tta=tta, amp=amp, outputs=plan,
+                              overwrite=overwrite)
+            if array_input is not None:
+                pred.mask = pred.labels
+            results.append(pred)
+    results = gather_shards(results, info)  # rank 0: every rank's, in input order; other ranks: none
+    shutdown(info)
     return results
 
 

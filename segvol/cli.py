@@ -86,8 +86,11 @@ def _run_train(args: argparse.Namespace) -> int:
     cfg = None if args.resume else _load_train_config(args)
     result = api.train(cfg=cfg, models_dir=args.models, name=args.name, device=args.device,
                        progress=not args.quiet, resume=args.resume, epochs=args.epochs)
-    print(f"best val Dice {result.best_metric:.4f} at epoch {result.best_epoch}; "
-          f"checkpoints and metrics in {result.run_dir}")
+    from segvol.config import distributed_env
+
+    if distributed_env()[0] == 0:  # under torchrun, rank 0 speaks for the run
+        print(f"best val Dice {result.best_metric:.4f} at epoch {result.best_epoch}; "
+              f"checkpoints and metrics in {result.run_dir}")
     return 0
 
 
@@ -147,7 +150,8 @@ def _run_infer(args: argparse.Namespace) -> int:
                         device=args.device, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
                         overwrite=args.overwrite, models_dir=args.models, progress=not args.quiet,
                         tta=args.tta, amp=args.amp, outputs=_infer_outputs(args))
-    print(_timing_table(results))
+    if results:  # under torchrun, rank 0 holds every rank's rows
+        print(_timing_table(results))
     return 0
 
 

@@ -14,7 +14,7 @@ import torch
 from segvol.config import Config, config_from_dict
 from segvol.errors import SegvolError, first_line
 
-__all__ = ["LoadedModel", "load_model", "ONNX_META_KEYS"]
+__all__ = ["LoadedModel", "load_model", "require_device", "ONNX_META_KEYS"]
 
 log = logging.getLogger(__name__)
 ONNX_META_KEYS = ("segvol_config", "segvol_network", "segvol_task")
@@ -31,6 +31,7 @@ class LoadedModel:
     backend: str  # "pytorch" or "onnxruntime"
     device: torch.device
     path: Path
+    provider: str = ""  # what actually runs it: the torch device, or ONNX Runtime's first execution provider
 
 
 def load_model(path: str | Path, device: torch.device) -> LoadedModel:
@@ -45,6 +46,15 @@ def load_model(path: str | Path, device: torch.device) -> LoadedModel:
     raise SegvolError(f"{path}: unknown model type; expected a .pt checkpoint or an .onnx file")
 
 
+def require_device(model: LoadedModel, device: torch.device) -> None:
+    """For a device asked for by name: an ONNX model that ONNX Runtime does not run on CUDA is an error, not a
+    silent CPU run."""
+    if model.backend == "onnxruntime" and device.type == "cuda" and model.provider != "CUDAExecutionProvider":
+        raise SegvolError(f"{model.path}: --device {device}: ONNX Runtime runs this model on {model.provider}, "
+                          f"not CUDA (install segvol[gpu], i.e. onnxruntime-gpu and the CUDA libraries it needs; "
+                          f"or use --device cpu, or a .pt checkpoint)")
+
+
 def _load_torch(path: Path, device: torch.device) -> LoadedModel:
     from segvol.networks import build_network
     from segvol.training.checkpoint import load_checkpoint
@@ -57,15 +67,13 @@ def _load_torch(path: Path, device: torch.device) -> LoadedModel:
         raise SegvolError(f"{path}: weights do not match the network stored in the checkpoint "
                           f"({first_line(exc, 120)})") from exc
     model.to(device).eval()
-    if device.type == "cuda":  # every window has the ROI's shape: let cuDNN pick the fastest kernels once
-        torch.backends.cudnn.benchmark = True
 
     @torch.inference_mode()
     def predict(x: torch.Tensor) -> torch.Tensor:
         return model(x.to(device))
 
     return LoadedModel(predict, config_from_dict(ckpt["config"]), ckpt["task"], ckpt["network"], "pytorch",
-                       device, path)
+                       device, path, provider=str(device))
 
 
 def onnx_providers(device: torch.device) -> list[str]:
@@ -94,11 +102,11 @@ def _load_onnx(path: Path, device: torch.device) -> LoadedModel:
     inp = session.get_inputs()[0]
     if isinstance(inp.shape[1], int) and inp.shape[1] != task["in_channels"]:
         raise SegvolError(f"{path}: ONNX input has {inp.shape[1]} channels, metadata says {task['in_channels']}")
-    provider = session.get_providers()[0]
+    provider = session.get_providers()[0]  # the one in use: a CUDA provider whose libraries fail drops out here
     log.info("onnxruntime provider: %s", provider)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         out = session.run(None, {inp.name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
         return torch.from_numpy(out)
 
-    return LoadedModel(predict, cfg, task, network, "onnxruntime", torch.device("cpu"), path)
+    return LoadedModel(predict, cfg, task, network, "onnxruntime", torch.device("cpu"), path, provider=provider)

@@ -152,7 +152,7 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
                           f"background value) first")
     from monai.transforms import EnsureChannelFirstd, EnsureTyped
 
-    on_device = model.cfg.infer.device_transforms and model.device.type == "cuda"
+    on_device = model.cfg.infer.device_transforms  # any device: on the CPU it is the same code, in place
     for t in prefix.transforms[1:]:
         data = t(data)
         if isinstance(t, EnsureChannelFirstd) and "image" in extras:  # (C, H, W, D) on the input's grid

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from segvol.config import distributed_env
 
 __all__ = ["DistInfo", "init_distributed", "communication_device", "all_reduce_sum", "broadcast_flag",
-           "broadcast_object", "gather_objects", "barrier", "weights_in_sync", "shard", "shutdown"]
+           "broadcast_object", "gather_objects", "barrier", "weights_in_sync", "shard", "gather_shards", "shutdown"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,6 +126,15 @@ def weights_in_sync(model: torch.nn.Module, info: DistInfo) -> bool:
 def shard(items: Sequence[T], info: DistInfo) -> list[T]:
     """This rank's share of ``items`` (every ``world_size``-th, from ``rank``): shards differ by at most one."""
     return list(items[info.rank::info.world_size])
+
+
+def gather_shards(mine: list[T], info: DistInfo) -> list[T]:
+    """The inverse of :func:`shard`: every rank's results on rank 0, back in the order of the sharded items
+    (other ranks get an empty list)."""
+    if not info.enabled:
+        return list(mine)
+    parts = gather_objects(list(mine), info)
+    return [part[i] for i in range(max((len(p) for p in parts), default=0)) for part in parts if i < len(part)]
 
 
 def shutdown(info: DistInfo) -> None:

@@ -287,7 +287,7 @@ class Trainer:
         return loss.detach()
 
     def train_epoch(self, epoch: int, steps: int | None = None, bar: Any = None) -> float:
-        """``steps`` (default: the epoch's) train steps over :meth:`loader`; returns the mean loss."""
+        """``steps`` (default: the epoch's) train steps over :meth:`loader`; returns the mean loss (over ranks)."""
         from segvol.training.data import augment_seed
 
         steps, bar = steps or self.steps_per_epoch, bar or _NoBar()
@@ -305,7 +305,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{float(total) / count:.4f}")
                 if count >= steps:
                     break
-        return float(total) / max(count, 1)
+        return float(all_reduce_sum(total / max(count, 1), self.info)) / self.info.world_size  # mean over ranks
 
     def validate(self) -> dict[str, float]:
         """Validation Dice of the current weights over every rank's share; rank 0 logs a preview."""

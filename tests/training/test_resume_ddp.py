@@ -1,9 +1,10 @@
-"""Exact resume after SIGKILL, atomic checkpoints, early stopping, and DDP with two gloo processes."""
+"""Early stopping; DDP with two gloo processes: exact resume after SIGKILL, rank 0 writing, reduced validation."""
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,38 +31,6 @@ def _losses(run):
         return [(int(r["epoch"]), float(r["loss"]), r["val_dice"]) for r in csv.DictReader(fh)]
 
 
-def _train_cmd(data, models, name, epochs):
-    return [sys.executable, "-m", "segvol", "-q", "train", "--dataset", "imagecas", "--config", TINY, "--data",
-            str(data), "--models", str(models), "--name", name, "--set", f"train.epochs={epochs}", *FAST]
-
-
-@pytest.mark.slow
-def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path, imagecas_small):
-    models = tmp_path / "models"
-    subprocess.run(_train_cmd(imagecas_small, models, "whole", 5), env=_env(), check=True, timeout=600)
-    proc = subprocess.Popen(_train_cmd(imagecas_small, models, "killed", 5), env=_env())
-    metrics = models / "killed" / "metrics.csv"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:  # header + 2 epochs
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = load_checkpoint(models / "killed" / "last.pt")["epoch"]  # loadable despite the kill
-    assert 1 <= killed_at < 5  # the kill may land while epoch 2 is being saved
-    subprocess.run([sys.executable, "-m", "segvol", "-q", "train", "--resume", str(models / "killed")],
-                   env=_env(), check=True, timeout=600)
-    whole, resumed = _losses(models / "whole"), _losses(models / "killed")
-    assert [e for e, _, _ in resumed] == [1, 2, 3, 4, 5]
-    for (e, a, da), (_, b, db) in zip(whole, resumed):
-        assert a == pytest.approx(b, abs=1e-5), f"epoch {e}: loss {a} uninterrupted vs {b} resumed"
-        assert float(da) == pytest.approx(float(db), abs=1e-5)
-    again = subprocess.run([sys.executable, "-m", "segvol", "train", "--resume", str(models / "killed")],
-                           env=_env(), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "already finished" in again.stderr
-
-
 def test_early_stopping_and_schedule(tmp_path, imagecas_small):
     cfg = load_config(TINY, ["train.epochs=6", "train.steps_per_epoch=1", "train.val_every=1",
                              "train.max_val_cases=1", "train.lr=1e-12", "train.patience=2",
@@ -81,22 +50,104 @@ def test_early_stopping_and_schedule(tmp_path, imagecas_small):
     assert losses[0] == pytest.approx(result.history[0]["loss"], rel=1e-5)
 
 
-@pytest.mark.slow
-def test_ddp_two_gloo_processes(tmp_path, imagecas_small):
-    models = tmp_path / "models"
+def _torchrun(*args: str) -> list[str]:
     import socket
 
     with socket.socket() as sock:  # a free port, so parallel or lingering runs cannot collide
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-           "-m", "segvol", "train", "--dataset", "imagecas", "--config", TINY, "--data", str(imagecas_small),
-           "--models", str(models), "--name", "ddp", "--device", "cpu", "--set", "train.epochs=2", *FAST]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+            "-m", "segvol", *args]
+
+
+def _ddp_train(data, models, epochs, *extra):
+    """2 gloo ranks, bf16 autocast on the CPU, no --name (rank 0 names the run and shares it)."""
+    return _torchrun("train", "--dataset", "imagecas", "--config", TINY, "--data", str(data), "--models",
+                     str(models), "--device", "cpu", "--set", f"train.epochs={epochs}", "train.amp=true",
+                     "train.amp_dtype=bf16", *FAST, *extra)
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant (torchrun starts its workers in sessions of their own)."""
+    def children(p: int) -> list[int]:
+        try:
+            found = open(f"/proc/{p}/task/{p}/children").read().split()
+        except OSError:
+            return []
+        return [int(c) for c in found] + [g for c in found for g in children(int(c))]
+
+    for p in [pid, *children(pid)]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _only_run(models):
+    (run,) = [p for p in models.iterdir() if p.is_dir()]
+    return run
+
+
+@pytest.mark.slow
+def test_ddp_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path, imagecas_small):
+    """torchrun, 2 gloo ranks, bf16: a run killed with SIGKILL (every process) and resumed reproduces the
+    uninterrupted run's loss and Dice curve; only rank 0 writes; weights stay identical across ranks; the
+    validation (1 case: shares of 1 and 0) is reduced to what one process computes; ranks draw different patches."""
+    whole_dir, killed_dir = tmp_path / "whole", tmp_path / "killed"
+    proc = subprocess.run(_ddp_train(imagecas_small, whole_dir, 4, "-v"), env=_env(), capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "weights identical across 2 ranks" in proc.stderr
-    run = models / "ddp"
-    assert sorted(p.name for p in run.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]
-    assert [e for e, _, _ in _losses(run)] == [1, 2]  # one row per epoch: only rank 0 writes
-    state = load_checkpoint(run / "last.pt")["state_dict"]
-    assert all(torch.isfinite(t).all() for t in state.values())
+    digests = dict(re.findall(r"rank (\d) epoch 1: first batch digest (\S+)", proc.stderr))
+    assert set(digests) == {"0", "1"} and digests["0"] != digests["1"]  # each rank its own patches
+    whole = _only_run(whole_dir)
+    assert whole.name.startswith("imagecas-")  # named by rank 0, shared with rank 1
+    assert sorted(p.name for p in whole.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]
+    assert not list(whole.glob(".*partial*"))
+
+    killer = subprocess.Popen(_ddp_train(imagecas_small, killed_dir, 4), env=_env(), stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and killer.poll() is None:
+        metrics = list(killed_dir.glob("*/metrics.csv"))
+        if metrics and len(metrics[0].read_text().splitlines()) >= 3:  # header + 2 epochs
+            break
+        time.sleep(0.05)
+    _kill_tree(killer.pid)
+    killer.wait()
+    killed = _only_run(killed_dir)
+    killed_at = load_checkpoint(killed / "last.pt")["epoch"]  # loadable despite the kill
+    assert 1 <= killed_at < 4  # the kill may land while epoch 2 is being saved
+    resume = subprocess.run(_torchrun("-q", "train", "--resume", str(killed), "--device", "cpu"), env=_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert resume.returncode == 0, resume.stderr[-3000:]
+    a, b = _losses(whole), _losses(killed)
+    assert [e for e, _, _ in b] == [1, 2, 3, 4]  # one row per epoch: only rank 0 writes
+    # bf16 kernels on the CPU are not bitwise reproducible: two uninterrupted runs differ by ~1e-5 in loss and
+    # Dice (fp32 runs match exactly). A resume that redrew other patches or lost optimiser state is off by ~1e-2.
+    for (e, la, da), (_, lb, db) in zip(a, b):
+        assert la == pytest.approx(lb, abs=1e-4), f"epoch {e}: loss {la} uninterrupted vs {lb} resumed"
+        assert float(da) == pytest.approx(float(db), abs=2e-4), f"epoch {e}: val Dice {da} vs {db}"
+    _check_reduced_validation(whole, a[-1][2])
+
+
+def _check_reduced_validation(run, logged: str) -> None:
+    """The last epoch's val Dice (rank 0 held the only case, rank 1 none) equals one process's on last.pt."""
+    from segvol.config import config_from_dict
+    from segvol.data.records import apply_split, read_split
+    from segvol.data.registry import get_adapter
+    from segvol.networks import build_network
+    from segvol.training.data import cached_volumes
+    from segvol.training.trainer import validate
+
+    ckpt = load_checkpoint(run / "last.pt")
+    cfg = config_from_dict(ckpt["config"]).replace(data={"cache": "none"})
+    adapter = get_adapter(cfg.data.dataset)
+    spec = adapter.task_spec(cfg)
+    val = apply_split(adapter.find_records(cfg.data.root, cfg.data.modalities), read_split(run / "split.json"))["val"]
+    assert len(val) == 1
+    model = build_network(ckpt["network"])
+    model.load_state_dict(ckpt["state_dict"])
+    alone = validate(model, cached_volumes(val, cfg, spec), cfg, spec, torch.device("cpu"), amp=True)
+    assert 0 < alone["val_dice"] and float(logged) == pytest.approx(alone["val_dice"], abs=2e-4)
+
+
