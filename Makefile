@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SEGVOL := $(VENV)/bin/segvol
 STAMP := $(VENV)/.segvol-installed
 
-.PHONY: setup demo test test-fast clean-demo
+.PHONY: setup demo test test-fast gpu-check clean-demo
 
 # A CPU build of PyTorch first (a bare `torch` requirement would pull several GB of CUDA packages),
 # then segvol itself in editable mode with the test tools.
@@ -39,3 +39,17 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# On a machine with a CUDA GPU: the `gpu` test suite (CUDA training steps with AMP and GPU-side augmentation, DDP
+# over NCCL when 2 GPUs exist, device-side inference transforms, ONNX Runtime's CUDA provider, CPU stitching when
+# GPU memory is short), then `segvol bench` on the full model; figures go to docs/figures/ for docs/benchmarks.md.
+GPU_BENCH := docs/figures/bench-gpu
+gpu-check: $(STAMP)
+	@$(PY) -c "import sys, torch; torch.cuda.is_available() or sys.exit('gpu-check: PyTorch sees no CUDA device here')"
+	@$(PY) -c "import sys, onnxruntime as o; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" \
+	  || { $(PY) -m pip uninstall --quiet -y onnxruntime && $(PY) -m pip install --quiet "onnxruntime-gpu>=1.18"; }
+	$(PY) -m pytest -q -m gpu tests/gpu
+	mkdir -p docs/figures
+	$(PY) -c "import torch; print(torch.cuda.get_device_name(0))" | tee $(GPU_BENCH)-device.txt
+	$(SEGVOL) bench --config imagecas --size full --cases 4 --steps 20 --device cuda --json $(GPU_BENCH).json \
+	  | tee $(GPU_BENCH).txt
