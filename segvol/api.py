@@ -372,7 +372,7 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
     from segvol.inference.nifti import as_image
     from segvol.inference.outputs import OutputPlan
     from segvol.inference.predictor import infer_file
-    from segvol.training.distributed import gather_shards, init_distributed, shard, shutdown
+    from segvol.training.distributed import barrier, gather_shards, init_distributed, shard, shutdown
     from segvol.utils import pick_device, torch_flags
 
     if not inputs:
@@ -393,6 +393,7 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
         if reason:
             raise SegvolError(reason)
     check_targets(inputs, [plan.targets(m) if m is not None else {} for m in masks], overwrite, plan.folders)
+    barrier(info)  # every rank has checked every target before any rank writes one
     results = []
     mine = shard(list(zip(inputs, masks)), info)  # every output written once, by the rank that computes it
     bar = tqdm(mine, desc="infer", unit="scan", disable=not progress or len(inputs) < 2 or not info.is_main)

@@ -12,6 +12,7 @@ import csv
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,7 +239,7 @@ class Trainer:
         self.has_validation = False
 
     # ------------------------------------------------------------------------------------------------- data
-    def attach_data(self, train: list[Record], val: list[Record] = ()) -> None:  # type: ignore[assignment]
+    def attach_data(self, train: Sequence[Record], val: Sequence[Record] = ()) -> None:
         """Cache this rank's share of the training and validation cases (N ranks hold one copy between them)."""
         from segvol.training.data import Augmented, cached_volumes
 
