@@ -76,12 +76,14 @@ def _load_torch(path: Path, device: torch.device) -> LoadedModel:
                        device, path, provider=str(device))
 
 
-def onnx_providers(device: torch.device) -> list[str]:
+def onnx_providers(device: torch.device) -> list[Any]:
+    """CUDA on ``device``'s GPU (each torchrun rank its own) when ONNX Runtime has the provider, else the CPU."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     if device.type == "cuda" and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 

@@ -248,6 +248,8 @@ class Trainer:
         if not mine:
             raise SegvolError(f"{len(train)} training case(s) cannot be shared among {info.world_size} ranks")
         where = self.device if cfg.train.gpu_augment else None
+        if info.enabled:
+            log.info("rank %d: caching %d of %d training volume(s)", info.rank, len(mine), len(train))
         self.train_ds = Augmented(cached_volumes(mine, cfg, self.spec, where), cfg, where)
         self.steps_per_epoch = cfg.train.steps_per_epoch or math.ceil(len(train) / info.world_size)
         val_cases = list(val)[: cfg.train.max_val_cases or len(val)]

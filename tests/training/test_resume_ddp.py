@@ -100,6 +100,8 @@ def test_ddp_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path, imag
     assert "weights identical across 2 ranks" in proc.stderr
     digests = dict(re.findall(r"rank (\d) epoch 1: first batch digest (\S+)", proc.stderr))
     assert set(digests) == {"0", "1"} and digests["0"] != digests["1"]  # each rank its own patches
+    cached = dict(re.findall(r"rank (\d): caching (\d+) of 5 training volume", proc.stderr))
+    assert cached == {"0": "3", "1": "2"}  # each rank caches its share only
     whole = _only_run(whole_dir)
     assert whole.name.startswith("imagecas-")  # named by rank 0, shared with rank 1
     assert sorted(p.name for p in whole.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]
