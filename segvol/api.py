@@ -463,3 +463,31 @@ def mesh(*, seg: str | Path, out: str | Path, smooth: int = 0, label: int | None
     from segvol.mesh import mesh_file
 
     return mesh_file(seg, out, smooth=smooth, label=label, labels=labels, overwrite=overwrite)
+
+
+# ------------------------------------------------------------------------------------------------------------- tree
+__all__ += ["tree"]
+
+
+def tree(*, mask: str | Path, out_dir: str | Path | None = None, label: int | None = None,
+         spur_factor: float | None = None, narrowing: float | None = None, max_trees: int | None = None,
+         overwrite: bool = False) -> Any:
+    """Artery tree of a vessel mask file: centrelines, segments, radii and pictures in ``out_dir`` (default
+    ``<mask>_tree/``); returns a :class:`segvol.tree.outputs.TreeOutput`. ``spur_factor``, ``narrowing`` (a
+    fraction) and ``max_trees`` override :class:`segvol.tree.TreeSettings` (``max_trees=0``: every component).
+    See docs/tree.md."""
+    from dataclasses import replace
+
+    from segvol.tree import TreeSettings
+    from segvol.tree.outputs import tree_file
+
+    settings = TreeSettings()
+    if spur_factor is not None:
+        settings = replace(settings, spur_factor=float(spur_factor))
+    if narrowing is not None:
+        if not 0.0 < narrowing < 1.0:
+            raise SegvolError(f"--narrowing {narrowing}: expected a fraction between 0 and 1, e.g. 0.4")
+        settings = replace(settings, narrowing_fraction=float(narrowing))
+    if max_trees is not None:
+        settings = replace(settings, max_trees=int(max_trees) or None)
+    return tree_file(mask, out_dir, label=label, settings=settings, overwrite=overwrite)

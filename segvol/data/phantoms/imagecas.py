@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["PhantomGeometry", "SIZES", "sample_geometry", "make_imagecas_phantom"]
+__all__ = ["PhantomGeometry", "SIZES", "sample_geometry", "make_imagecas_phantom", "Centreline"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,22 @@ class _Heart:
 class _Tube:
     points: np.ndarray  # (n, 3) mm
     radii: np.ndarray  # (n,) mm
+    kind: str = "main"  # trunk, main or side
+
+
+@dataclass(frozen=True)
+class Centreline:
+    """The known geometry of one generated tube, for testing centreline extraction (``segvol tree``).
+
+    ``points_mm`` (n, 3) in the phantom's scanner mm (through its affine), 1 mm apart; ``radii_mm`` (n,). ``tree``
+    is ``left`` or ``right``; ``kind`` is ``trunk`` (from the ostium), ``main`` (starts at the trunk's end) or
+    ``side`` (starts on the preceding ``main`` tube).
+    """
+
+    tree: str
+    kind: str
+    points_mm: np.ndarray
+    radii_mm: np.ndarray
 
 
 def _walk(heart: _Heart, start, direction, length, r0, r1, rng, lift, curl=0.15) -> _Tube:
@@ -137,7 +153,7 @@ def _tree(heart, ostium, root_dirs, r0, rmin, rng, scale, lift) -> list[_Tube]:
     """A coronary tree: a short trunk from the ostium to the heart, main branches, and side branches."""
     first = heart.project(ostium + 6 * scale * np.asarray(root_dirs[0]), lift)
     trunk = np.linspace(ostium, first, 8)
-    tubes = [_Tube(trunk, np.full(len(trunk), r0))]
+    tubes = [_Tube(trunk, np.full(len(trunk), r0), "trunk")]
     for direction, length in root_dirs[1:]:
         main = _walk(heart, first, direction, length * scale, r0 * 0.9, rmin, rng, lift, curl=0.06)
         tubes.append(main)
@@ -150,6 +166,7 @@ def _tree(heart, ostium, root_dirs, r0, rmin, rng, scale, lift) -> list[_Tube]:
             side_dir = side + 0.6 * tangent / (np.linalg.norm(tangent) + 1e-9)
             r_here = max(main.radii[k] * rng.uniform(0.55, 0.8), rmin)
             branch = _walk(heart, p, side_dir, rng.uniform(20, 45) * scale, r_here, rmin, rng, lift)
+            branch.kind = "side"
             tubes.append(branch)
     return tubes
 
@@ -172,12 +189,14 @@ def _rasterise_tubes(canvas: _Canvas, tubes: list[_Tube]) -> np.ndarray:
     return sdf
 
 
-def make_imagecas_phantom(geom: PhantomGeometry, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_imagecas_phantom(geom: PhantomGeometry, seed: int, centrelines: list[Centreline] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Build one phantom.
 
     Args:
         geom: voxel grid (shape and spacing).
         seed: anatomy, branching, intensities and noise are a deterministic function of ``seed``.
+        centrelines: when a list is given, the coronary tubes' known geometry is appended to it (:class:`Centreline`).
 
     Returns:
         ``(image, label, affine)``: int16 HU volume, uint8 artery mask {0, 1}, and a 4x4 LPS-style affine
@@ -237,4 +256,10 @@ def make_imagecas_phantom(geom: PhantomGeometry, seed: int) -> tuple[np.ndarray,
     affine[:3, 3] = [geom.shape[0] * geom.spacing[0] / 2 + rng.uniform(-20, 20),
                      geom.shape[1] * geom.spacing[1] / 2 + 150 + rng.uniform(-20, 20),
                      -geom.shape[2] * geom.spacing[2] / 2 - 120 + rng.uniform(-20, 20)]
+    if centrelines is not None:
+        for name, tubes in (("left", left), ("right", right)):
+            for tube in tubes:
+                vox = (tube.points - canvas.origin) / canvas.spacing
+                centrelines.append(Centreline(name, tube.kind, vox @ affine[:3, :3].T + affine[:3, 3],
+                                              tube.radii.copy()))
     return image, label, affine

@@ -1,0 +1,133 @@
+"""Pictures of a tree analysis: the mask's projection with centrelines coloured by radius, and radius profiles.
+
+``tree.png``: two panels, coronal (viewed from the front: x across, superior up) and axial (x across, anterior up),
+both in scanner millimetres. The mask is projected along the viewing axis from its voxels' scanner coordinates (a
+maximum-intensity projection of the binary mask, valid for any voxel orientation); centrelines are drawn on top,
+coloured by radius, with flagged narrowings circled in red and the trees named at their roots.
+
+``radius_profiles.png``: one panel per tree, the radius along every segment against the distance from the root
+(each segment starts where its parent ends), flagged narrowings marked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segvol.tree.core import TreeAnalysis
+from segvol.tree.measure import Tree
+
+__all__ = ["save_tree_picture", "save_radius_profiles", "projection"]
+
+_VIEWS = (("coronal (from the front)", 0, 2, "x (mm, patient right →)", "z (mm, superior ↑)"),
+          ("axial (from the feet)", 0, 1, "x (mm, patient right →)", "y (mm, anterior ↑)"))
+
+
+def _pyplot() -> Any:
+    from segvol.evaluation.plots import _pyplot as shared
+
+    return shared()
+
+
+def projection(points_mm: np.ndarray, a: int, b: int, pixel: float) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Occupancy image of ``points_mm`` projected on scanner axes ``a`` (columns) and ``b`` (rows), and its
+    extent ``(left, right, bottom, top)`` for ``imshow(origin="lower")``."""
+    lo = points_mm[:, [a, b]].min(axis=0) - 2 * pixel
+    hi = points_mm[:, [a, b]].max(axis=0) + 2 * pixel
+    bins = np.maximum(np.ceil((hi - lo) / pixel).astype(int), 1)
+    hist, _, _ = np.histogram2d(points_mm[:, a], points_mm[:, b], bins=bins, range=[[lo[0], hi[0]], [lo[1], hi[1]]])
+    return (hist.T > 0).astype(np.float32), (lo[0], hi[0], lo[1], hi[1])
+
+
+def _mask_points(mask: np.ndarray, affine: np.ndarray, limit: int = 3_000_000) -> np.ndarray:
+    idx = np.argwhere(mask)
+    if len(idx) > limit:
+        idx = idx[np.linspace(0, len(idx) - 1, limit).astype(int)]
+    return idx @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _draw_view(ax: Any, result: TreeAnalysis, pts: np.ndarray, view: tuple, norm: Any, cmap: Any) -> Any:
+    from matplotlib.collections import LineCollection
+
+    title, a, b, xlabel, ylabel = view
+    pixel = float(result.spacing.max())  # no empty rows between the voxels of the finer axes
+    image, extent = projection(pts, a, b, pixel)
+    ax.imshow(image, origin="lower", extent=extent, cmap="Greys", vmin=0, vmax=2.5, interpolation="nearest")
+    coll = None
+    for tree, seg in result.segments:
+        p = seg.points_mm[:, [a, b]]
+        r = 0.5 * (seg.radii_mm[:-1] + seg.radii_mm[1:])
+        coll = LineCollection(np.stack([p[:-1], p[1:]], axis=1), cmap=cmap, norm=norm, linewidths=1.6)
+        coll.set_array(r)
+        ax.add_collection(coll)
+        if seg.narrowing and seg.narrowing_mm is not None:
+            i = int(np.argmin(np.abs(seg.arclength_mm - seg.narrowing_mm)))
+            ax.plot(seg.points_mm[i, a], seg.points_mm[i, b], "o", mfc="none", mec="red", ms=10, mew=1.5)
+    for tree in result.trees:
+        if tree.root is not None:
+            p = tree.nodes[tree.root].point_mm
+            ax.annotate(tree.name, (p[a], p[b]), color="tab:blue", fontsize=9, xytext=(4, 4),
+                        textcoords="offset points")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, aspect="equal")
+    return coll
+
+
+def save_tree_picture(result: TreeAnalysis, mask: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """``tree.png`` (see the module doc)."""
+    from matplotlib.colors import Normalize
+
+    from segvol.evaluation.plots import _save
+
+    plt = _pyplot()
+    pts = _mask_points(np.asarray(mask) != 0, result.affine)
+    radii = np.concatenate([s.radii_mm for _, s in result.segments]) if result.segments else np.ones(1)
+    norm = Normalize(vmin=0.0, vmax=float(np.percentile(radii, 99)) or 1.0)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.5))
+    coll = None
+    for ax, view in zip(axes, _VIEWS):
+        coll = _draw_view(ax, result, pts, view, norm, "plasma") or coll
+    if coll is not None:
+        fig.colorbar(coll, ax=axes, shrink=0.8, label="radius (mm)")
+    flagged = sum(s.narrowing for _, s in result.segments)
+    fig.suptitle(title or f"{len(result.trees)} tree(s), {len(result.segments)} segments, "
+                 f"{sum(t.length_mm for t in result.trees):.0f} mm of centreline"
+                 + (f"; {flagged} narrowing cue(s) circled (geometric, not a diagnosis)" if flagged else ""))
+    return _save(fig, path)
+
+
+def _starts(tree: Tree) -> dict[int, float]:
+    start: dict[int, float] = {}
+    for seg in sorted(tree.segments, key=lambda s: s.generation):
+        start[seg.id] = start.get(seg.parent, 0.0) + (tree.segments[seg.parent].length_mm
+                                                      if seg.parent is not None else 0.0)
+    return start
+
+
+def save_radius_profiles(result: TreeAnalysis, path: str | Path) -> Path:
+    """``radius_profiles.png`` (see the module doc)."""
+    from segvol.evaluation.plots import _save
+
+    plt = _pyplot()
+    n = max(len(result.trees), 1)
+    fig, axes = plt.subplots(n, 1, figsize=(11, 3.6 * n), squeeze=False)
+    for ax, tree in zip(axes[:, 0], result.trees):
+        start = _starts(tree)
+        cmap = plt.get_cmap("tab20")
+        for seg in tree.segments:
+            x = start[seg.id] + seg.arclength_mm
+            ax.plot(x, seg.radii_mm, lw=1.2, color=cmap(seg.id % 20), label=f"{seg.id}" if seg.id < 20 else None)
+            if seg.narrowing and seg.narrowing_mm is not None:
+                i = int(np.argmin(np.abs(seg.arclength_mm - seg.narrowing_mm)))
+                ax.plot(x[i], seg.radii_mm[i], "o", mfc="none", mec="red", ms=9, mew=1.5)
+        ax.set(title=f"{tree.name}: {len(tree.segments)} segments, {tree.length_mm:.0f} mm",
+               xlabel="distance from the root along the tree (mm)", ylabel="radius (mm)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        if tree.segments:
+            ax.legend(title="segment", fontsize=7, ncol=10, loc="upper right")
+    if not result.trees:
+        axes[0, 0].text(0.5, 0.5, "no tree", ha="center", va="center")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,120 @@
+"""The file layer of ``segvol tree``: a mask (file, NIfTI image or array) in, an output folder out.
+
+Output folder (written to a temporary folder and renamed into place, so nothing half-written is ever left)::
+
+    tree.json             trees, nodes, segments with polylines and radii, detached pieces, settings
+    segments.csv          one row per segment (segvol.tree.files.CSV_COLUMNS)
+    centrelines.vtk       legacy VTK polylines in scanner mm (3D Slicer, ParaView)
+    tree.png              mask projection with centrelines coloured by radius
+    radius_profiles.png   radius along every segment
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segvol.errors import SegvolError
+from segvol.tree.core import TreeAnalysis, analyse_mask
+from segvol.tree.measure import TreeSettings
+
+__all__ = ["TreeOutput", "write_tree", "tree_file", "default_tree_dir", "FILES", "summary_line"]
+
+log = logging.getLogger(__name__)
+FILES = ("tree.json", "segments.csv", "centrelines.vtk", "tree.png", "radius_profiles.png")
+
+
+@dataclass
+class TreeOutput:
+    out_dir: Path
+    analysis: TreeAnalysis
+    files: dict[str, Path]
+
+
+def _as_array(mask_img_or_array: Any, affine: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(mask_img_or_array, "dataobj"):  # a nibabel image
+        data = np.asanyarray(mask_img_or_array.dataobj)
+        affine = np.asarray(mask_img_or_array.affine if affine is None else affine, dtype=np.float64)
+    else:
+        data = np.asarray(mask_img_or_array)
+    if affine is None:
+        raise ValueError("an array mask needs its affine")
+    if data.ndim == 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    return data, np.asarray(affine, dtype=np.float64)
+
+
+def summary_line(result: TreeAnalysis) -> str:
+    """One line: trees with their segment counts and lengths, detached pieces, narrowing cues."""
+    if not result.trees:
+        return "no tree"
+    parts = [f"{t.name}: {len(t.segments)} segments, {t.length_mm:.0f} mm" for t in result.trees]
+    flagged = sum(s.narrowing for _, s in result.segments)
+    text = "; ".join(parts) + f"; {len(result.pieces)} detached piece(s)"
+    return text + (f"; {flagged} narrowing cue(s) (geometric, not a diagnosis)" if flagged else "")
+
+
+def write_tree(mask_img_or_array: Any, affine: np.ndarray | None, out_dir: str | Path, *,
+               label: int | None = None, settings: TreeSettings | None = None, overwrite: bool = False,
+               source: str = "mask", figures: bool = True) -> TreeOutput:
+    """Analyse a vessel mask and write the output folder (see the module doc).
+
+    Args:
+        mask_img_or_array: a label map (array or nibabel image); with ``label`` only that value is vessel, else
+            every non-zero voxel.
+        affine: voxel -> scanner mm (None: the image's own).
+        out_dir: the folder to create (refused when it exists, unless ``overwrite``).
+        settings: analysis settings (:class:`TreeSettings`).
+        source: names the mask in messages and in ``tree.json``.
+        figures: also draw ``tree.png`` and ``radius_profiles.png``.
+    """
+    from segvol.tree.figures import save_radius_profiles, save_tree_picture
+    from segvol.tree.files import write_json, write_segments_csv, write_vtk
+    from segvol.utils import atomic_dir, check_writable_target
+
+    data, affine = _as_array(mask_img_or_array, affine)
+    if data.ndim != 3:
+        raise SegvolError(f"{source}: expected a 3D mask, got shape {data.shape}")
+    out_dir = Path(out_dir)
+    check_writable_target(out_dir, overwrite)
+    if label is not None:
+        present = sorted({int(v) for v in np.unique(data)} - {0})
+        if label not in present:
+            raise SegvolError(f"{source}: holds no voxel labelled {label} (labels present: {present or 'none'})")
+        mask = data == label
+    else:
+        mask = data != 0
+    if not mask.any():
+        raise SegvolError(f"{source}: the mask is empty; there is no vessel tree to trace")
+    result = analyse_mask(mask, affine, settings)
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        files = {"tree.json": write_json(result, tmp / "tree.json", source),
+                 "segments.csv": write_segments_csv(result, tmp / "segments.csv"),
+                 "centrelines.vtk": write_vtk(result, tmp / "centrelines.vtk")}
+        if figures:
+            files["tree.png"] = save_tree_picture(result, mask, tmp / "tree.png")
+            files["radius_profiles.png"] = save_radius_profiles(result, tmp / "radius_profiles.png")
+    log.debug("%s: %s", source, summary_line(result))
+    return TreeOutput(out_dir, result, {name: out_dir / name for name in files})
+
+
+def default_tree_dir(mask_path: str | Path) -> Path:
+    """``scan_seg_tree/`` beside ``scan_seg.nii.gz``."""
+    from segvol.inference.nifti import strip_nifti_suffix
+
+    mask_path = Path(mask_path)
+    return mask_path.parent / f"{strip_nifti_suffix(mask_path.name)}_tree"
+
+
+def tree_file(mask: str | Path, out_dir: str | Path | None = None, *, label: int | None = None,
+              settings: TreeSettings | None = None, overwrite: bool = False) -> TreeOutput:
+    """:func:`write_tree` for a mask file (``segvol tree``); ``out_dir`` defaults to :func:`default_tree_dir`."""
+    from segvol.evaluation.io import load_mask
+
+    data, affine = load_mask(mask)
+    return write_tree(data, affine, out_dir or default_tree_dir(mask), label=label, settings=settings,
+                      overwrite=overwrite, source=str(mask))

@@ -1,0 +1,347 @@
+"""From a binary mask to a pruned centreline graph in voxel indices: crop, skeleton, pixel graph, nodes and edges.
+
+The steps, each cheap on a full-size CT because everything runs in the mask's bounding box:
+
+1. :func:`prepare` crops the mask to its bounding box, fills enclosed cavities, and pads it. Where the mask touches
+   the volume border the last slice is repeated outwards (a vessel cut by the field of view continues), so that
+   the skeleton reaches the border and the distance transform sees no false wall there; elsewhere one zero voxel.
+2. :func:`skeletonize` (scikit-image, Lee's 3D thinning) on that array, kept inside the original volume.
+3. :func:`pixel_graph`: 26-neighbour adjacency of the skeleton voxels; a diagonal link is dropped when two shorter
+   links already join its ends through a common neighbour (the corners of digital staircases), so that plain curve
+   voxels have exactly two neighbours.
+4. :func:`trace_graph`: nodes at voxels with one neighbour (ends), none (a single voxel) or three and more
+   (junctions; touching junction voxels form one node); edges are the ordered voxel chains between them. A closed
+   ring without a node gets one.
+5. :func:`prune_spurs`: terminal edges shorter than ``spur_factor`` times the radius at their junction are removed,
+   shortest first, and nodes left with two edges are dissolved into one edge, until nothing changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["Work", "prepare", "skeleton_of", "PixelGraph", "pixel_graph", "GraphNode", "GraphEdge", "VoxelGraph",
+           "trace_graph", "contract_links", "prune_spurs", "MAX_BORDER_PAD"]
+
+MAX_BORDER_PAD = 48  # voxels repeated beyond a border the mask touches (enough for vessels up to ~45 voxels wide)
+_OFFSETS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)
+                     if (a, b, c) > (0, 0, 0)], dtype=np.int64)  # the 13 forward neighbours
+
+
+@dataclass
+class Work:
+    """The cropped, padded mask and how its indices map back: ``original = work index + offset``."""
+
+    mask: np.ndarray  # bool, padded
+    offset: np.ndarray  # (3,) int
+    inside: tuple[slice, ...]  # the part of ``mask`` that lies in the original volume
+
+
+def _border_pad(face: np.ndarray, spacing_face: tuple[float, float], step: float) -> int:
+    """Voxels to repeat beyond a border face: the widest in-plane radius on the face, in voxels along the normal."""
+    if not face.any():
+        return 0
+    radius = float(ndimage.distance_transform_edt(np.pad(face, 1), sampling=spacing_face).max())
+    return int(min(np.ceil(radius / step) + 3, MAX_BORDER_PAD))
+
+
+def prepare(mask: np.ndarray, spacing: np.ndarray) -> Work | None:
+    """Crop to the bounding box, fill cavities, pad (see the module doc); None for an empty mask."""
+    coords = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    if any(c.size == 0 for c in coords):
+        return None
+    lo = np.array([c[0] for c in coords])
+    hi = np.array([c[-1] + 1 for c in coords])
+    arr = ndimage.binary_fill_holes(mask[tuple(slice(a, b) for a, b in zip(lo, hi))])
+    pads = []
+    for ax in range(3):
+        plane = [s for a, s in enumerate(spacing) if a != ax]
+        before = _border_pad(np.take(arr, 0, axis=ax), plane, spacing[ax]) if lo[ax] == 0 else 0
+        after = _border_pad(np.take(arr, -1, axis=ax), plane, spacing[ax]) if hi[ax] == mask.shape[ax] else 0
+        pads.append((before, after))
+    arr = np.pad(arr, pads, mode="edge")
+    arr = np.pad(arr, 1)
+    inside = tuple(slice(1 + b, 1 + b + (h - lo_)) for (b, _), lo_, h in zip(pads, lo, hi))
+    offset = lo - np.array([1 + b for b, _ in pads])
+    return Work(np.ascontiguousarray(arr), offset.astype(np.int64), inside)
+
+
+def skeleton_of(work: Work) -> np.ndarray:
+    """Lee's 3D thinning of the work mask, kept inside the original volume (bool, work shape)."""
+    from skimage.morphology import skeletonize
+
+    skel = skeletonize(work.mask).astype(bool)
+    kept = np.zeros_like(skel)
+    kept[work.inside] = skel[work.inside]
+    return kept
+
+
+@dataclass
+class PixelGraph:
+    """Skeleton voxels (work indices) and their neighbours after removing staircase shortcuts."""
+
+    coords: np.ndarray  # (N, 3) int
+    neighbours: list[list[int]]
+
+
+def pixel_graph(skel: np.ndarray) -> PixelGraph:
+    """26-neighbour graph of the skeleton voxels (see the module doc for the dropped diagonals)."""
+    coords = np.argwhere(skel)
+    n = len(coords)
+    index = np.full(skel.shape, -1, dtype=np.int64)
+    index[tuple(coords.T)] = np.arange(n)
+    shape = np.array(skel.shape)
+    links: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for off in _OFFSETS:
+        q = coords + off
+        ok = np.all((q >= 0) & (q < shape), axis=1)
+        j = np.full(n, -1, dtype=np.int64)
+        j[ok] = index[tuple(q[ok].T)]
+        hit = j >= 0
+        links.append((np.flatnonzero(hit), j[hit], np.full(int(hit.sum()), int(off @ off))))
+    src = np.concatenate([a for a, _, _ in links]) if links else np.zeros(0, np.int64)
+    dst = np.concatenate([b for _, b, _ in links]) if links else np.zeros(0, np.int64)
+    sq = np.concatenate([c for _, _, c in links]) if links else np.zeros(0, np.int64)
+    near: list[dict[int, int]] = [dict() for _ in range(n)]
+    for a, b, s in zip(src.tolist(), dst.tolist(), sq.tolist()):
+        near[a][b] = s
+        near[b][a] = s
+    for a, b, s in zip(src.tolist(), dst.tolist(), sq.tolist()):
+        if s > 1 and b in near[a] and any(near[a][k] < s and near[b].get(k, 99) < s for k in near[a] if k != b):
+            del near[a][b], near[b][a]
+    return PixelGraph(coords, [list(d) for d in near])
+
+
+@dataclass
+class GraphNode:
+    pixels: list[int]  # pixel indices (several for a junction cluster)
+    kind: str  # "end", "junction", "point" (an isolated voxel) or "ring" (a node placed on a closed loop)
+
+
+@dataclass
+class GraphEdge:
+    u: int
+    v: int
+    path: list[int]  # pixel indices from a pixel of node u to a pixel of node v
+
+
+@dataclass
+class VoxelGraph:
+    """Nodes and edges over the pixels of a :class:`PixelGraph`."""
+
+    pixels: PixelGraph
+    nodes: dict[int, GraphNode] = field(default_factory=dict)
+    edges: dict[int, GraphEdge] = field(default_factory=dict)
+
+    def incident(self, node: int) -> list[int]:
+        return [k for k, e in self.edges.items() for end in (e.u, e.v) if end == node]
+
+
+def _node_pixels(pg: PixelGraph) -> dict[int, GraphNode]:
+    degree = np.array([len(nb) for nb in pg.neighbours])
+    nodes: dict[int, GraphNode] = {}
+    junction = set(np.flatnonzero(degree >= 3).tolist())
+    seen: set[int] = set()
+    for start in sorted(junction):  # touching junction voxels form one node
+        if start in seen:
+            continue
+        cluster, stack = [], [start]
+        seen.add(start)
+        while stack:
+            p = stack.pop()
+            cluster.append(p)
+            for q in pg.neighbours[p]:
+                if q in junction and q not in seen:
+                    seen.add(q)
+                    stack.append(q)
+        nodes[len(nodes)] = GraphNode(sorted(cluster), "junction")
+    for p in np.flatnonzero(degree <= 1).tolist():
+        nodes[len(nodes)] = GraphNode([p], "end" if degree[p] == 1 else "point")
+    return nodes
+
+
+def _walk(pg: PixelGraph, node_of: np.ndarray, start: int, first: int) -> list[int]:
+    path, prev, cur = [start, first], start, first
+    while node_of[cur] < 0:
+        nxt = next((q for q in pg.neighbours[cur] if q != prev), None)
+        if nxt is None:  # cannot happen for a degree-2 voxel; stop safely
+            break
+        path.append(nxt)
+        prev, cur = cur, nxt
+        if cur == start:
+            break
+    return path
+
+
+def trace_graph(pg: PixelGraph) -> VoxelGraph:
+    """Nodes and edges of the pixel graph (see the module doc)."""
+    graph = VoxelGraph(pg, _node_pixels(pg))
+    node_of = np.full(len(pg.coords), -1, dtype=np.int64)
+    for k, node in graph.nodes.items():
+        node_of[node.pixels] = k
+    walked: set[tuple[int, int]] = set()
+    on_edge = np.zeros(len(pg.coords), dtype=bool)
+
+    def trace_from(k: int) -> None:
+        for p in graph.nodes[k].pixels:
+            for q in pg.neighbours[p]:
+                if node_of[q] == k or (p, q) in walked:
+                    continue
+                path = _walk(pg, node_of, p, q)
+                walked.update({(path[0], path[1]), (path[-1], path[-2])})
+                on_edge[path] = True
+                graph.edges[len(graph.edges)] = GraphEdge(k, int(node_of[path[-1]]), path)
+
+    for k in list(graph.nodes):
+        trace_from(k)
+    for p in range(len(pg.coords)):  # closed rings without any node
+        if not on_edge[p] and node_of[p] < 0:
+            k = len(graph.nodes)
+            graph.nodes[k] = GraphNode([p], "ring")
+            node_of[p] = k
+            trace_from(k)
+    return graph
+
+
+def _path_length(coords_mm: np.ndarray) -> float:
+    return float(np.linalg.norm(np.diff(coords_mm, axis=0), axis=1).sum()) if len(coords_mm) > 1 else 0.0
+
+
+def _merge_through(graph: VoxelGraph, node: int) -> None:
+    """Dissolve a node with exactly two edges (not a loop onto itself) into one edge."""
+    inc = graph.incident(node)
+    if len(inc) != 2 or inc[0] == inc[1] or graph.nodes[node].kind == "ring":
+        return
+    new_id = max(graph.edges) + 1
+    a, b = graph.edges.pop(inc[0]), graph.edges.pop(inc[1])
+    pa = a.path if a.v == node else a.path[::-1]  # ... -> node
+    pb = b.path if b.u == node else b.path[::-1]  # node -> ...
+    ua = a.u if a.v == node else a.v
+    vb = b.v if b.u == node else b.u
+    joined = pa + (pb[1:] if pb[0] == pa[-1] else pb)
+    del graph.nodes[node]
+    graph.edges[new_id] = GraphEdge(ua, vb, joined)
+
+
+def _settle(graph: VoxelGraph, node: int) -> None:
+    """Give a junction that lost edges the kind its degree says, and dissolve it when two edges are left."""
+    left = len(graph.incident(node))
+    if left <= 1:
+        graph.nodes[node].kind = "end" if left == 1 else "point"
+    _merge_through(graph, node)
+
+
+def contract_links(graph: VoxelGraph, radius_at: np.ndarray, coords_mm: np.ndarray) -> int:
+    """Merge junctions joined by an edge that lies inside their spheres, and drop small loops onto one junction.
+
+    Thick junctions thin into small clusters of voxels joined by short chains (parallel links, tiny rings); an edge
+    between two junctions no longer than the larger junction radius, or a loop onto one junction no longer than
+    four times its radius, is part of the junction; an edge no longer than four times the larger junction radius
+    that closes a ring with a path also no longer than that is dropped. Returns how many edges were absorbed.
+    """
+    absorbed = 0
+    lengths = {k: _path_length(coords_mm[e.path]) for k, e in graph.edges.items()}
+    while True:
+        found, shortcut = None, None
+        for k, e in graph.edges.items():
+            if graph.nodes[e.u].kind != "junction" or graph.nodes[e.v].kind != "junction":
+                continue
+            r = float(max(radius_at[graph.nodes[e.u].pixels].max(), radius_at[graph.nodes[e.v].pixels].max()))
+            length = lengths.setdefault(k, _path_length(coords_mm[e.path]))
+            if length <= (4.0 * r if e.u == e.v else r):
+                found = k
+                break
+            if e.u != e.v and length <= 4.0 * r and _detour(graph, lengths, k, 4.0 * r) is not None:
+                shortcut = k
+                break
+        if shortcut is not None:  # a small ring through junctions: drop its longest link
+            e = graph.edges.pop(shortcut)
+            absorbed += 1
+            for node in (e.u, e.v):
+                if node in graph.nodes and graph.nodes[node].kind == "junction":
+                    _settle(graph, node)
+            continue
+        if found is None:
+            return absorbed
+        e = graph.edges.pop(found)
+        keep = graph.nodes[e.u]
+        keep.pixels = sorted(set(keep.pixels) | set(e.path) | set(graph.nodes[e.v].pixels))
+        if e.v != e.u:
+            del graph.nodes[e.v]
+            for other in graph.edges.values():
+                other.u = e.u if other.u == e.v else other.u
+                other.v = e.u if other.v == e.v else other.v
+        absorbed += 1
+        _settle(graph, e.u)
+
+
+def _detour(graph: VoxelGraph, lengths: dict[int, float], edge: int, limit: float) -> float | None:
+    """Length of the shortest path between the ends of ``edge`` that avoids it, if one is no longer than ``limit``."""
+    import heapq
+
+    e = graph.edges[edge]
+    best = {e.u: 0.0}
+    heap = [(0.0, e.u)]
+    while heap:
+        d, n = heapq.heappop(heap)
+        if n == e.v:
+            return d
+        if d > best.get(n, np.inf):
+            continue
+        for k, other in graph.edges.items():
+            if k == edge or n not in (other.u, other.v):
+                continue
+            m = other.v if other.u == n else other.u
+            nd = d + lengths.setdefault(k, 0.0)
+            if nd <= limit and nd < best.get(m, np.inf):
+                best[m] = nd
+                heapq.heappush(heap, (nd, m))
+    return None
+
+
+def _spurs(graph: VoxelGraph, radius_at: np.ndarray, coords_mm: np.ndarray, spur_factor: float,
+           lengths: dict[int, float]) -> list[tuple[float, int, int]]:
+    """(length, edge, junction) of every terminal edge shorter than its limit, shortest first."""
+    found = []
+    for k, e in graph.edges.items():
+        kinds = graph.nodes[e.u].kind, graph.nodes[e.v].kind
+        if e.u == e.v or "junction" not in kinds or "end" not in kinds:
+            continue
+        junction = e.u if kinds[0] == "junction" else e.v
+        limit = spur_factor * float(max(radius_at[p] for p in graph.nodes[junction].pixels))
+        if k not in lengths:
+            lengths[k] = _path_length(coords_mm[e.path])
+        if lengths[k] < limit:
+            found.append((lengths[k], k, junction))
+    return sorted(found)
+
+
+def prune_spurs(graph: VoxelGraph, radius_at: np.ndarray, spacing: np.ndarray, spur_factor: float) -> int:
+    """Remove short terminal edges (see the module doc); returns how many were removed.
+
+    Args:
+        graph: the traced graph (changed in place).
+        radius_at: radius in mm per pixel.
+        spacing: voxel size in mm (pixel coordinates times spacing give mm offsets).
+        spur_factor: a terminal edge shorter than this times the radius at its junction is a spur.
+    """
+    coords_mm = graph.pixels.coords * spacing
+    lengths: dict[int, float] = {}
+    removed = 0
+    for node in [k for k, n in graph.nodes.items() if n.kind == "junction"]:
+        _merge_through(graph, node)  # junction voxels left with two edges after the staircase clean-up
+    while True:
+        contract_links(graph, radius_at, coords_mm)
+        spurs = _spurs(graph, radius_at, coords_mm, spur_factor, lengths)
+        if not spurs:
+            return removed
+        for _, k, junction in spurs:
+            if k not in graph.edges or graph.nodes.get(junction) is None or graph.nodes[junction].kind != "junction":
+                continue
+            e = graph.edges.pop(k)
+            del graph.nodes[e.v if e.u == junction else e.u]
+            removed += 1
+            _settle(graph, junction)
