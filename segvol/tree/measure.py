@@ -9,7 +9,8 @@ Conventions (documented in docs/tree.md):
   staircases do not lengthen oblique vessels; the ends sit on the node positions (a junction node is the mean of
   its voxels). **length** is measured along it, **tortuosity** is length / end-to-end distance (1 = straight).
 * **mean / min radius** skip the stretch within a junction's radius of a junction, where the radius is that of
-  the junction's sphere, not of the vessel.
+  the junction's sphere, not of the vessel, and the last 1.5 radii before a free end, where the vessel rounds off
+  into its tip (both are kept for segments too short to have anything else).
 * **root**: the end node whose first millimetres are widest (the ostium of a coronary tree). Every segment is
   oriented away from it; **generation** is 1 for a segment at the root and one more after every branching.
 * **narrowing** (a geometric cue, not a diagnosis): at each centreline sample the radius is compared with the
@@ -34,6 +35,7 @@ from segvol.tree.skeleton import VoxelGraph
 __all__ = ["TreeSettings", "Node", "Segment", "Tree", "Piece", "measure_graph", "SMOOTH_HALF_WINDOW"]
 
 SMOOTH_HALF_WINDOW = 2  # moving average over 2 * 2 + 1 voxels
+TIP_FACTOR = 1.5  # samples within this many radii of a free end lie in its rounded tip
 RESOLVED_VOXELS = 2.0  # narrowings are looked for only where the reference radius spans at least this many voxels
 
 
@@ -234,9 +236,10 @@ def _segment(graph: VoxelGraph, k: int, start: int, end: int, geo: _Geometry) ->
     steps = np.linalg.norm(np.diff(pts, axis=0), axis=1)
     arc = np.concatenate([[0.0], np.cumsum(steps)])
     radii = geo.radius[path]
-    junction_r = {n: float(geo.radius[graph.nodes[n].pixels].max()) for n in (start, end)
-                  if graph.nodes[n].kind == "junction"}
-    valid = _valid_samples(arc, radii, junction_r.get(start), junction_r.get(end))
+    tip = TIP_FACTOR * float(np.median(radii))  # a free end tapers into its rounded tip
+    clear = {n: float(geo.radius[graph.nodes[n].pixels].max()) if graph.nodes[n].kind == "junction" else tip
+             for n in (start, end) if graph.nodes[n].kind in ("junction", "end")}
+    valid = _valid_samples(arc, radii, clear.get(start), clear.get(end))
     chord = float(np.linalg.norm(pts[-1] - pts[0]))
     length = float(arc[-1])
     return Segment(id=-1, start=start, end=end, parent=None, generation=0, voxels=vox, points_mm=pts,
