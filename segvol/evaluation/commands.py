@@ -55,7 +55,7 @@ def format_summary(result: Any) -> str:
     lines = [f"{result.summary['cases']} case(s), {result.summary['scheme']} labels"]
     for cls, metrics in result.summary["metrics"].items():
         parts = []
-        for name in ("dice", "iou", "hd95_mm", "asd_mm", "cldice"):
+        for name in ("dice", "iou", "hd95_mm", "asd_mm", "cldice", "cl_cover_ref", "branches_missed"):
             s = metrics.get(name)
             if s and s["mean"] is not None:
                 na = f" ({s['n'] - s['n_finite']} n/a)" if s["n_finite"] < s["n"] else ""

@@ -28,13 +28,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segvol.evaluation.centreline import CENTRELINE_METRICS, centreline_metrics
+
 __all__ = ["overlap_metrics", "surface_distances", "cldice", "count_components", "binary_metrics",
            "crop_to_union", "union_box", "METRIC_NAMES", "CONNECTIVITY"]
 
 CONNECTIVITY = 3  # 26-neighbourhood in 3D for connected components (scipy's generate_binary_structure rank 3)
 
 METRIC_NAMES = ("dice", "iou", "precision", "sensitivity", "hd95_mm", "asd_mm", "ref_ml", "pred_ml",
-                "vol_diff_ml", "vol_diff_pct", "fp_ml", "fn_ml", "cldice", "ref_components", "pred_components")
+                "vol_diff_ml", "vol_diff_pct", "fp_ml", "fn_ml", "cldice", "ref_components", "pred_components",
+                *CENTRELINE_METRICS)
 
 
 def union_box(pred: np.ndarray, ref: np.ndarray, margin: int = 2) -> tuple[slice, ...] | None:
@@ -160,13 +163,14 @@ def count_components(mask: np.ndarray) -> int:
 
 def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], vessel: bool = False
                    ) -> dict[str, float]:
-    """Every metric of :data:`METRIC_NAMES` for one mask pair (clDice only when ``vessel``, else NaN).
+    """Every metric of :data:`METRIC_NAMES` for one mask pair (clDice and the centreline metrics of
+    :mod:`segvol.evaluation.centreline` only when ``vessel``, else NaN).
 
     Args:
         pred: predicted mask; anything non-zero is foreground.
         ref: reference mask, same shape.
         spacing: voxel size in mm per axis.
-        vessel: also compute clDice (skeletonisation costs seconds on a full CT).
+        vessel: also compute clDice and the centreline metrics (skeletonisation costs seconds on a full CT).
     """
     pred, ref = np.asarray(pred).astype(bool), np.asarray(ref).astype(bool)
     if pred.shape != ref.shape:
@@ -178,6 +182,7 @@ def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], 
     out: dict[str, float] = dict(overlap_metrics(pred, ref, voxel_ml))
     out.update(surface_distances(pred, ref, spacing))
     out["cldice"] = cldice(pred, ref) if vessel else math.nan
+    out.update(centreline_metrics(pred, ref, spacing) if vessel else dict.fromkeys(CENTRELINE_METRICS, math.nan))
     out["ref_components"] = float(count_components(ref))
     out["pred_components"] = float(count_components(pred))
     return {k: out[k] for k in METRIC_NAMES}

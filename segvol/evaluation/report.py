@@ -21,6 +21,8 @@ __all__ = ["write_report", "render_markdown", "render_html"]
 
 Block = tuple  # ("h", level, text) | ("p", text) | ("img", path, alt) | ("table", header, rows)
 TABLE_METRICS = ("dice", "iou", "hd95_mm", "asd_mm", "precision", "sensitivity", "vol_diff_pct", "cldice")
+CENTRELINE_TABLE = ("cldice", "cl_cover_ref", "cl_cover_pred", "branches_detected", "branches_missed",
+                    "tree_length_err_pct")  # vessel runs: a second table, beside clDice
 
 
 def _num(v: Any, digits: int = 3) -> str:
@@ -31,12 +33,12 @@ def _num(v: Any, digits: int = 3) -> str:
     return "–" if math.isnan(v) else ("inf" if math.isinf(v) else f"{v:.{digits}f}")
 
 
-def _summary_table(summary: dict[str, Any]) -> Block:
-    header = ["class", *TABLE_METRICS]
+def _summary_table(summary: dict[str, Any], names: tuple[str, ...] = TABLE_METRICS) -> Block:
+    header = ["class", *names]
     rows = []
     for cls, metrics in summary["metrics"].items():
         cells = [cls]
-        for m in TABLE_METRICS:
+        for m in names:
             s = metrics.get(m)
             if not s or s["mean"] is None:
                 cells.append("–")
@@ -111,6 +113,13 @@ def _eval_blocks(eval_dir: Path, run_dir: Path) -> list[Block]:
                            ("p", "Mean ± std; median [IQR] over cases; distances in mm; non-finite values (one mask "
                                  "empty) are counted as n/a."),
                            _summary_table(summary), ("img", f"{fig_rel}/scores.png", "Dice and IoU per class")]
+    if any((m.get("cl_cover_ref") or {}).get("n_finite") for m in summary["metrics"].values()):
+        blocks += [("h", 3, "Centrelines"),
+                   ("p", "clDice beside the centreline metrics of the tree analysis: the fraction of the reference "
+                         "centreline the prediction traces (cl_cover_ref) and of the predicted centreline lying on "
+                         "the reference (cl_cover_pred), reference branch ends reached or missed, and the total "
+                         "centreline length error in %. See docs/tree.md."),
+                   _summary_table(summary, CENTRELINE_TABLE)]
     blocks += _failure_blocks(failures, fig_rel)
     blocks += [("h", 2, "Every case"), _case_table(read_metrics_csv(eval_dir / "metrics.csv"))]
     return blocks
