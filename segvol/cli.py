@@ -138,6 +138,7 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     alias.add_argument("--gif", action="store_true", help="= --output seg,gif")
     alias.add_argument("--mesh", action="store_true", help="= --output seg,stl (or ply with --mesh-format ply)")
     alias.add_argument("--mesh-format", choices=("stl", "ply"), default="stl", help="format for --mesh (default stl)")
+    alias.add_argument("--tree", action="store_true", help="= --output seg,tree (artery tree folder, see segvol tree)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--models", default="models")
 
@@ -156,14 +157,15 @@ def _run_infer(args: argparse.Namespace) -> int:
 
 
 _OUTPUT_HELP = ("seg (mask .nii.gz), prob (probabilities), overlay (PNG), gif (slice sweep), stl or ply (surface in "
-                "scanner mm), dicom-seg (DICOM Segmentation, DICOM inputs), and any registered in "
+                "scanner mm), dicom-seg (DICOM Segmentation, DICOM inputs), tree (artery tree folder), and any registered in "
                 "segvol/inference/outputs.py; e.g. --output seg,overlay,stl")
 
 
 def _infer_outputs(args: argparse.Namespace) -> list[str]:
-    """``--output`` (default ``seg``) plus the formats of the old flags ``--prob/--overlay/--gif/--mesh``."""
+    """``--output`` (default ``seg``) plus the formats of the flags ``--prob/--overlay/--gif/--mesh/--tree``."""
     names = [n for item in (args.outputs or ["seg"]) for n in item.split(",") if n.strip()]
-    aliases = {"prob": args.prob, "overlay": args.overlay, "gif": args.gif, args.mesh_format: args.mesh}
+    aliases = {"prob": args.prob, "overlay": args.overlay, "gif": args.gif, args.mesh_format: args.mesh,
+               "tree": args.tree}
     return names + [name for name, wanted in aliases.items() if wanted]
 
 

@@ -19,6 +19,8 @@ name           file                           content
 ``ply``        ``scan_seg.ply``               when there are several)
 ``dicom-seg``  ``scan_seg.dcm``               DICOM Segmentation object referencing the source series (DICOM
                                               inputs only; :mod:`segvol.inference.dicom_seg`, needs highdicom)
+``tree``       ``scan_seg_tree/``             artery tree of a vessel mask (``segvol tree``: tree.json,
+                                              segments.csv, centrelines.vtk, pictures; :mod:`segvol.tree`)
 =============  =============================  ==============================================================
 
 Adding a format is one function and one :func:`register_writer` call::
@@ -268,3 +270,15 @@ for _writer in (
            "input (opens in OHIF and 3D Slicer; needs the 'dicom' extra)", accepts=_dicom_only),
 ):
     register_writer(_writer)
+
+
+# ------------------------------------------------------------------------- the artery tree (segvol tree), a folder
+def _write_tree(target: Path, out: OutputContext) -> Path | None:
+    from segvol.tree.infer_output import tree_writer_output
+
+    return tree_writer_output(target, out)
+
+
+register_writer(Writer("tree", "{stem}_tree", _write_tree, help="artery tree of a vessel mask, folder "
+                       "<scan>_seg_tree/ (tree.json, segments.csv, centrelines.vtk, pictures; see segvol tree)",
+                       folder=True))

@@ -157,3 +157,15 @@ def test_two_trees_are_named_by_side_in_scanner_coordinates():
 def test_empty_mask_gives_no_tree():
     result = analyse_mask(np.zeros((10, 10, 10), bool), np.eye(4))
     assert result.trees == [] and result.pieces == []
+
+
+@pytest.mark.parametrize("width", [4, 8])
+def test_blocky_tube_with_an_even_square_section_keeps_its_centreline(width):
+    """scikit-image's 3D thinning deletes such tubes entirely (its issue #3757); nearest-neighbour upsampled
+    masks are made of them."""
+    mask = np.zeros((20, 20, 40), bool)
+    mask[6:6 + width, 6:6 + width, 3:37] = True
+    aff = grid_affine((0.4, 0.4, 0.5))
+    (tree,) = analyse_mask(mask, aff).trees
+    (seg,) = tree.segments
+    assert seg.length_mm == pytest.approx(34 * 0.5, abs=1.0)  # face to face
