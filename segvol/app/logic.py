@@ -17,7 +17,7 @@ from segvol.config import env_path
 from segvol.errors import SegvolError
 
 __all__ = ["ModelChoice", "choose_model", "safe_name", "AppResult", "segment_upload", "render_slice",
-           "dice_score", "DEFAULT_MODEL", "MAX_UPLOAD_MB", "AXES"]
+           "dice_score", "DEFAULT_MODEL", "MAX_UPLOAD_MB", "AXES", "TreeView", "tree_view"]
 
 DEFAULT_MODEL = "models/model.onnx"
 MAX_UPLOAD_MB = 1024
@@ -63,6 +63,7 @@ class AppResult:
     seconds: float
     backend: str
     affine: np.ndarray  # voxel -> scanner mm of the scan
+    vessel: bool = False  # a single CT-like scan with a binary mask: the artery tree view applies
 
 
 def segment_upload(files: list[tuple[str, bytes]], model: ModelChoice, device: str = "auto") -> AppResult:
@@ -84,8 +85,9 @@ def segment_upload(files: list[tuple[str, bytes]], model: ModelChoice, device: s
     seconds = time.perf_counter() - start
     image = np.asanyarray(images[0].dataobj).astype(np.float32)
     image = image[..., 0] if image.ndim == 4 else image
+    vessel = len(images) == 1 and set(np.unique(pred.labels).tolist()) <= {0, 1}
     return AppResult(image, pred.labels, gzip.compress(pred.mask.to_bytes(), compresslevel=6), seconds,
-                     model.path.suffix.lstrip("."), np.asarray(images[0].affine))
+                     model.path.suffix.lstrip("."), np.asarray(images[0].affine), vessel=vessel)
 
 
 def _order_sequences(named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -138,3 +140,27 @@ def reference_mask(data: tuple[str, bytes], shape: tuple[int, ...]) -> Any:
     if ref.shape[:3] != tuple(shape[:3]):
         raise SegvolError(f"{data[0]}: reference shape {ref.shape} does not match the scan {tuple(shape)}")
     return ref
+
+
+@dataclass
+class TreeView:
+    """The artery tree of a vessel mask, for the app: picture, ``tree.json`` and a one-line summary."""
+
+    png: bytes
+    json: bytes
+    summary: str
+
+
+def tree_view(mask: np.ndarray, affine: np.ndarray) -> TreeView:
+    """Run ``segvol tree`` on the mask in a private temporary folder and read the picture and tree.json back."""
+    from segvol.tree.outputs import summary_line, write_tree
+
+    if not np.asarray(mask).any():
+        raise SegvolError("the mask is empty; there is no artery tree to trace")
+    workdir = Path(tempfile.mkdtemp(prefix="segvol-tree-"))
+    try:
+        out = write_tree(mask, affine, workdir / "tree", source="mask")
+        return TreeView((out.out_dir / "tree.png").read_bytes(), (out.out_dir / "tree.json").read_bytes(),
+                        summary_line(out.analysis))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from segvol.app.logic import (AXES, MAX_UPLOAD_MB, choose_model, dice_score, mesh_stl, reference_mask,
-                              render_slice, segment_upload)
+                              render_slice, segment_upload, tree_view)
 from segvol.errors import SegvolError
 
 
@@ -53,10 +53,26 @@ def _viewer(result) -> None:  # noqa: ANN001
     if result.mask.any():  # the surface is built only when asked for
         st.download_button("Download surface (.stl, scanner mm)", lambda: mesh_stl(result.mask, result.affine),
                            file_name="mask.stl", mime="model/stl")
+    if result.vessel and result.mask.any():
+        _tree_section(result)
     ref = st.file_uploader("Reference mask (optional, for Dice)", type=["gz", "nii"], key="ref_upload")
     if ref is not None:
         ref_mask = reference_mask((ref.name, ref.getvalue()), result.mask.shape)
         st.metric("Dice vs reference", f"{dice_score(result.mask, ref_mask):.4f}")
+
+
+def _tree_section(result) -> None:  # noqa: ANN001
+    with st.expander("Artery tree (centrelines coloured by radius)", expanded=True):
+        key = ("tree", st.session_state.get("result_key"))
+        if st.session_state.get("tree_key") != key:
+            with st.spinner("Tracing the artery tree…"):
+                st.session_state["tree"] = tree_view(result.mask, result.affine)
+            st.session_state["tree_key"] = key
+        view = st.session_state["tree"]
+        st.image(view.png, caption=view.summary, use_container_width=True)
+        st.caption("Narrowing marks are geometric cues (the radius drops against its neighbourhood), not a diagnosis.")
+        st.download_button("Download tree.json (centrelines, segments, radii in scanner mm)", view.json,
+                           file_name="tree.json", mime="application/json")
 
 
 def main() -> None:

@@ -63,11 +63,21 @@ def _components(work_mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(work_mask, ndimage.generate_binary_structure(3, 3))
 
 
-def _piece(label_img: np.ndarray, lab: int, offset: np.ndarray, affine: np.ndarray, voxel_mm3: float) -> Piece:
-    idx = np.argwhere(label_img == lab) + offset
-    pts = _to_mm(idx, affine)
-    return Piece(voxels=len(idx), volume_mm3=len(idx) * voxel_mm3, centroid_mm=pts.mean(axis=0),
-                 extent_mm=pts.max(axis=0) - pts.min(axis=0))
+def _pieces(label_img: np.ndarray, labs: list[int], offset: np.ndarray, affine: np.ndarray, sizes: np.ndarray,
+            voxel_mm3: float) -> list[Piece]:
+    """Size, centroid and extent of the components ``labs`` (one pass each over the label image, not per piece)."""
+    if not labs:
+        return []
+    centres = ndimage.center_of_mass(np.ones(label_img.shape, bool), label_img, labs)
+    boxes = ndimage.find_objects(label_img)
+    out = []
+    for lab, centre in zip(labs, centres):
+        box = boxes[lab - 1]
+        corners = np.array([[s.start for s in box], [s.stop - 1 for s in box]], dtype=np.float64)
+        ends = _to_mm(corners + offset, affine)
+        out.append(Piece(voxels=int(sizes[lab - 1]), volume_mm3=float(sizes[lab - 1]) * voxel_mm3,
+                         centroid_mm=_to_mm(np.add(centre, offset), affine), extent_mm=np.abs(ends[1] - ends[0])))
+    return out
 
 
 def _split_graph(graph, comp_of_pixel: np.ndarray) -> dict[int, tuple[list[int], list[int]]]:  # noqa: ANN001
@@ -130,7 +140,8 @@ def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | 
     order = [int(i) + 1 for i in np.argsort(-sizes, kind="stable") if sizes[i] > 0]
     limit = len(order) if settings.max_trees is None else settings.max_trees
     tree_labels = [lab for lab in order[:limit] if sizes[lab - 1] * voxel_mm3 >= settings.min_tree_mm3]
-    result.pieces = [_piece(inside, lab, work.offset, affine, voxel_mm3) for lab in order if lab not in tree_labels]
+    result.pieces = _pieces(inside, [lab for lab in order if lab not in tree_labels], work.offset, affine, sizes,
+                            voxel_mm3)
     if not tree_labels:
         return result
     keep = np.isin(labels, tree_labels)

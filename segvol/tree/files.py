@@ -27,6 +27,7 @@ __all__ = ["tree_dict", "write_json", "write_segments_csv", "write_vtk", "read_v
 
 NARROWING_NOTE = ("narrowing flags are a geometric cue (the radius drops against its neighbourhood), not a "
                   "diagnosis: look at the scan")
+MAX_PIECES_LISTED = 200  # the largest detached pieces listed one by one in tree.json (all are counted)
 CSV_COLUMNS = ("tree", "segment", "parent", "generation", "start_node", "end_node", "end_kind", "length_mm",
                "mean_radius_mm", "min_radius_mm", "tortuosity", "narrowing", "narrowing_pct", "narrowing_at_mm",
                "loop")
@@ -63,8 +64,10 @@ def tree_dict(result: TreeAnalysis, source: str = "") -> dict[str, Any]:
         "settings": {k: getattr(st, k) for k in st.__dataclass_fields__},
         "note": NARROWING_NOTE, "spurs_removed": result.spurs_removed,
         "trees": trees,
+        "pieces_total": len(result.pieces),
+        "pieces_volume_mm3": _num(sum(p.volume_mm3 for p in result.pieces), 2),
         "pieces": [{"voxels": p.voxels, "volume_mm3": _num(p.volume_mm3, 2), "centroid_mm": _pts(p.centroid_mm),
-                    "extent_mm": _pts(p.extent_mm)} for p in result.pieces],
+                    "extent_mm": _pts(p.extent_mm)} for p in result.pieces[:MAX_PIECES_LISTED]],
     }
 
 

@@ -65,3 +65,18 @@ def test_dice():
     assert dice_score(a, b) == 1.0
     a[0, 0, :2] = 1; b[0, 0, 1:3] = 1
     assert dice_score(a, b) == pytest.approx(0.5)
+
+
+def test_tree_view_of_a_vessel_mask():
+    import json
+
+    from segvol.app.logic import tree_view
+    from tests.tree.tubes import capsule_mask, grid_affine
+
+    aff = grid_affine((0.5, 0.5, 0.5))
+    mask = capsule_mask((30, 30, 60), aff, [((7, 7, 3), (7, 7, 25), 2.5)]).astype(np.uint8)
+    view = tree_view(mask, aff)
+    assert view.png[:8] == b"\x89PNG\r\n\x1a\n" and "1 segments" in view.summary
+    assert len(json.loads(view.json)["trees"][0]["segments"]) == 1
+    with pytest.raises(SegvolError, match="empty"):
+        tree_view(np.zeros_like(mask), aff)
