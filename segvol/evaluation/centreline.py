@@ -42,7 +42,7 @@ class _Traced:
         result = analyse_mask(mask, affine, TreeSettings(max_trees=None, min_tree_mm3=0.0))
         voxels, radii, weights, ends = [], [], [], []
         for tree in result.trees:
-            ends += [np.rint(n.point_mm / spacing).astype(np.int64) for n in tree.nodes if n.kind in ("root", "end")]
+            ends += [n.point_mm / spacing for n in tree.nodes if n.kind in ("root", "end")]
             for seg in tree.segments:
                 steps = np.linalg.norm(np.diff(seg.points_mm, axis=0), axis=1)
                 w = np.zeros(len(seg.points_mm))
@@ -55,26 +55,22 @@ class _Traced:
         self.voxels = np.concatenate(voxels) if voxels else np.zeros((0, 3), np.int64)
         self.radii = np.concatenate(radii) if radii else np.zeros(0)
         self.weights = np.concatenate(weights) if weights else np.zeros(0)
-        self.ends = np.array(ends, dtype=np.int64).reshape(-1, 3)
+        self.ends = np.array(ends, dtype=np.float64).reshape(-1, 3)  # voxel coordinates (tips need not be voxels)
 
-    def distance_map(self, shape: tuple[int, ...], spacing: np.ndarray) -> np.ndarray:
-        """Distance in mm from every voxel to this centreline."""
-        from scipy import ndimage
+    def distance_to(self, voxels: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+        """Distance in mm from each of ``voxels`` to the nearest voxel of this centreline (inf when it has none)."""
+        from scipy.spatial import cKDTree
 
-        line = np.zeros(shape, bool)
-        line[tuple(self.voxels.T)] = True
-        return ndimage.distance_transform_edt(~line, sampling=spacing)
+        if len(self.voxels) == 0:
+            return np.full(len(voxels), np.inf)
+        return cKDTree(self.voxels * spacing).query(voxels * spacing)[0]
 
 
-def _coverage(a: _Traced, dist_to_b: np.ndarray, tol: float) -> float:
+def _coverage(a: _Traced, b: _Traced, spacing: np.ndarray, tol: float) -> float:
     if a.weights.sum() <= 0:
         return math.nan
-    near = dist_to_b[tuple(a.voxels.T)] <= np.maximum(a.radii, tol)
+    near = b.distance_to(a.voxels, spacing) <= np.maximum(a.radii, tol)
     return float(a.weights[near].sum() / a.weights.sum())
-
-
-def _clip(idx: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    return np.clip(idx, 0, np.array(shape) - 1)
 
 
 def centreline_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], *,
@@ -98,9 +94,9 @@ def centreline_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[floa
                    branches_detected=0.0, branches_missed=n_ends,
                    tree_length_err_pct=-100.0 if tr else math.inf)
         return {k: out[k] for k in CENTRELINE_METRICS}
-    to_pred, to_ref = tp.distance_map(pred.shape, spacing), tr.distance_map(ref.shape, spacing)
-    detected = float(np.count_nonzero(to_pred[tuple(_clip(tr.ends, pred.shape).T)] <= end_tol_mm))
-    out.update(cl_cover_ref=_coverage(tr, to_pred, cover_tol_mm), cl_cover_pred=_coverage(tp, to_ref, cover_tol_mm),
+    detected = float(np.count_nonzero(tp.distance_to(tr.ends, spacing) <= end_tol_mm))
+    out.update(cl_cover_ref=_coverage(tr, tp, spacing, cover_tol_mm),
+               cl_cover_pred=_coverage(tp, tr, spacing, cover_tol_mm),
                branches_detected=detected, branches_missed=n_ends - detected,
                tree_length_err_pct=100.0 * (tp.length - tr.length) / tr.length if tr.length > 0 else
                (0.0 if tp.length == 0 else math.inf))
