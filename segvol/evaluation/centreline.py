@@ -79,13 +79,13 @@ def centreline_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[floa
     from segvol.evaluation.metrics import crop_to_union
 
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
-    spacing = np.asarray([float(s) for s in spacing])
+    step = np.asarray([float(s) for s in spacing])
     has_pred, has_ref = bool(pred.any()), bool(ref.any())
     if not has_pred and not has_ref:
         return dict(zip(CENTRELINE_METRICS, (1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)))
     pred, ref = crop_to_union(pred, ref, margin=2)
-    tp = _Traced(pred, spacing) if has_pred else None
-    tr = _Traced(ref, spacing) if has_ref else None
+    tp = _Traced(pred, step) if has_pred else None
+    tr = _Traced(ref, step) if has_ref else None
     n_ends = float(len(tr.ends)) if tr is not None else 0.0
     out = {"branches_ref": n_ends, "tree_length_ref_mm": tr.length if tr else 0.0,
            "tree_length_pred_mm": tp.length if tp else 0.0}
@@ -94,9 +94,9 @@ def centreline_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[floa
                    branches_detected=0.0, branches_missed=n_ends,
                    tree_length_err_pct=-100.0 if tr else math.inf)
         return {k: out[k] for k in CENTRELINE_METRICS}
-    detected = float(np.count_nonzero(tp.distance_to(tr.ends, spacing) <= end_tol_mm))
-    out.update(cl_cover_ref=_coverage(tr, tp, spacing, cover_tol_mm),
-               cl_cover_pred=_coverage(tp, tr, spacing, cover_tol_mm),
+    detected = float(np.count_nonzero(tp.distance_to(tr.ends, step) <= end_tol_mm))
+    out.update(cl_cover_ref=_coverage(tr, tp, step, cover_tol_mm),
+               cl_cover_pred=_coverage(tp, tr, step, cover_tol_mm),
                branches_detected=detected, branches_missed=n_ends - detected,
                tree_length_err_pct=100.0 * (tp.length - tr.length) / tr.length if tr.length > 0 else
                (0.0 if tp.length == 0 else math.inf))

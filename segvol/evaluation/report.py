@@ -115,10 +115,10 @@ def _eval_blocks(eval_dir: Path, run_dir: Path) -> list[Block]:
                            _summary_table(summary), ("img", f"{fig_rel}/scores.png", "Dice and IoU per class")]
     if any((m.get("cl_cover_ref") or {}).get("n_finite") for m in summary["metrics"].values()):
         blocks += [("h", 3, "Centrelines"),
-                   ("p", "clDice beside the centreline metrics of the tree analysis: the fraction of the reference "
-                         "centreline the prediction traces (cl_cover_ref) and of the predicted centreline lying on "
-                         "the reference (cl_cover_pred), reference branch ends reached or missed, and the total "
-                         "centreline length error in %. See docs/tree.md."),
+                   ("p", ("clDice beside the centreline metrics of the tree analysis: the fraction of the reference "
+                          "centreline the prediction traces (cl_cover_ref) and of the predicted centreline lying on "
+                          "the reference (cl_cover_pred), reference branch ends reached or missed, and the total "
+                          "centreline length error in %. See docs/tree.md.")),
                    _summary_table(summary, CENTRELINE_TABLE)]
     blocks += _failure_blocks(failures, fig_rel)
     blocks += [("h", 2, "Every case"), _case_table(read_metrics_csv(eval_dir / "metrics.csv"))]

@@ -59,7 +59,7 @@ def _draw_view(ax: Any, result: TreeAnalysis, pts: np.ndarray, view: tuple, norm
     for tree, seg in result.segments:
         p = seg.points_mm[:, [a, b]]
         r = 0.5 * (seg.radii_mm[:-1] + seg.radii_mm[1:])
-        coll = LineCollection(np.stack([p[:-1], p[1:]], axis=1), cmap=cmap, norm=norm, linewidths=1.6)
+        coll = LineCollection(list(np.stack([p[:-1], p[1:]], axis=1)), cmap=cmap, norm=norm, linewidths=1.6)
         coll.set_array(r)
         ax.add_collection(coll)
         if seg.narrowing and seg.narrowing_mm is not None:
@@ -100,8 +100,8 @@ def save_tree_picture(result: TreeAnalysis, mask: np.ndarray, path: str | Path, 
 def _starts(tree: Tree) -> dict[int, float]:
     start: dict[int, float] = {}
     for seg in sorted(tree.segments, key=lambda s: s.generation):
-        start[seg.id] = start.get(seg.parent, 0.0) + (tree.segments[seg.parent].length_mm
-                                                      if seg.parent is not None else 0.0)
+        parent = seg.parent
+        start[seg.id] = 0.0 if parent is None else start.get(parent, 0.0) + tree.segments[parent].length_mm
     return start
 
 

@@ -33,7 +33,7 @@ CSV_COLUMNS = ("tree", "segment", "parent", "generation", "start_node", "end_nod
                "loop")
 
 
-def _num(x: float, digits: int = 3) -> float | None:
+def _num(x: float | None, digits: int = 3) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else round(float(x), digits)
 
 
@@ -153,8 +153,8 @@ def read_vtk_polylines(path: str | Path) -> tuple[np.ndarray, list[np.ndarray], 
         elif key == "FIELD":
             _, count = take(2)
             for _ in range(int(count)):
-                name, comps, n, _ = take(4)
-                arrays[name] = np.array(take(int(comps) * int(n)), dtype=np.float64)
+                name, comps, count_, _ = take(4)
+                arrays[name] = np.array(take(int(comps) * int(count_)), dtype=np.float64)
         elif key == "SCALARS":
             name, _, _ = take(3)
             take(2)  # LOOKUP_TABLE default

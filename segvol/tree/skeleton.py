@@ -40,7 +40,7 @@ class Work:
     inside: tuple[slice, ...]  # the part of ``mask`` that lies in the original volume
 
 
-def _border_pad(face: np.ndarray, spacing_face: tuple[float, float], step: float) -> int:
+def _border_pad(face: np.ndarray, spacing_face: list[float], step: float) -> int:
     """Voxels to repeat beyond a border face: the widest in-plane radius on the face, in voxels along the normal."""
     if not face.any():
         return 0
@@ -145,7 +145,7 @@ def pixel_graph(skel: np.ndarray) -> PixelGraph:
     src = np.concatenate([a for a, _, _ in links]) if links else np.zeros(0, np.int64)
     dst = np.concatenate([b for _, b, _ in links]) if links else np.zeros(0, np.int64)
     sq = np.concatenate([c for _, _, c in links]) if links else np.zeros(0, np.int64)
-    near: list[dict[int, int]] = [dict() for _ in range(n)]
+    near: list[dict[int, int]] = [{} for _ in range(n)]
     for a, b, s in zip(src.tolist(), dst.tolist(), sq.tolist()):
         near[a][b] = s
         near[b][a] = s

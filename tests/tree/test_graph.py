@@ -140,18 +140,17 @@ def test_small_detached_pieces_are_reported_not_dropped():
     assert all(p.voxels == 8 and p.volume_mm3 == pytest.approx(1.0) for p in result.pieces)
 
 
-def test_two_trees_are_named_by_side_in_scanner_coordinates():
-    for flip in (False, True):
-        aff = grid_affine((0.5, 0.5, 0.5), (flip, False, False), origin=(0.0, 0.0, 0.0))
-        mask = capsule_mask((120, 20, 60), aff, [])
-        centre_x = lambda i: float(aff[0, 0] * i + aff[0, 3])  # noqa: E731
-        big = ((centre_x(20), 5, 3), (centre_x(20), 5, 27), 3.0)  # larger tree
-        small = ((centre_x(100), 5, 3), (centre_x(100), 5, 20), 2.0)
-        mask = capsule_mask((120, 20, 60), aff, [big, small])
-        result = analyse_mask(mask, aff)
-        names = {t.name: t.centroid_mm[0] for t in result.trees}
-        assert set(names) == {"left", "right"}
-        assert names["left"] < names["right"]  # RAS+: patient left has the smaller x
+@pytest.mark.parametrize("flip", [False, True])
+def test_two_trees_are_named_by_side_in_scanner_coordinates(flip):
+    aff = grid_affine((0.5, 0.5, 0.5), (flip, False, False), origin=(0.0, 0.0, 0.0))
+    x20, x100 = (float(aff[0, 0] * i + aff[0, 3]) for i in (20, 100))
+    big = ((x20, 5, 3), (x20, 5, 27), 3.0)  # the larger tree
+    small = ((x100, 5, 3), (x100, 5, 20), 2.0)
+    mask = capsule_mask((120, 20, 60), aff, [big, small])
+    result = analyse_mask(mask, aff)
+    names = {t.name: t.centroid_mm[0] for t in result.trees}
+    assert set(names) == {"left", "right"}
+    assert names["left"] < names["right"]  # RAS+: patient left has the smaller x
 
 
 def test_empty_mask_gives_no_tree():

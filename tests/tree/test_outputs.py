@@ -33,7 +33,8 @@ def test_write_tree_files_agree_with_each_other(y_mask, tmp_path):
     doc = json.loads((tmp_path / "tree" / "tree.json").read_text())
     (tree,) = doc["trees"]
     assert len(tree["segments"]) == 3 and "not a diagnosis" in doc["note"]
-    rows = list(csv.DictReader(open(tmp_path / "tree" / "segments.csv")))
+    with open(tmp_path / "tree" / "segments.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert [float(r["length_mm"]) for r in rows] == pytest.approx([s["length_mm"] for s in tree["segments"]], rel=1e-3)
     points, lines, arrays = read_vtk_polylines(tmp_path / "tree" / "centrelines.vtk")
