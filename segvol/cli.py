@@ -157,8 +157,8 @@ def _run_infer(args: argparse.Namespace) -> int:
 
 
 _OUTPUT_HELP = ("seg (mask .nii.gz), prob (probabilities), overlay (PNG), gif (slice sweep), stl or ply (surface in "
-                "scanner mm), dicom-seg (DICOM Segmentation, DICOM inputs), tree (artery tree folder), and any registered in "
-                "segvol/inference/outputs.py; e.g. --output seg,overlay,stl")
+                "scanner mm), dicom-seg (DICOM Segmentation, DICOM inputs), tree (artery tree folder), and any "
+                "registered in segvol/inference/outputs.py; e.g. --output seg,overlay,stl")
 
 
 def _infer_outputs(args: argparse.Namespace) -> list[str]:
