@@ -148,7 +148,7 @@ def _resume(run_dir: Path, device: str | None, progress: bool, epochs: int | Non
     from segvol.utils import pick_device
 
     ckpt = load_checkpoint(run_dir / "last.pt")
-    cfg = config_from_dict(ckpt["config"])
+    cfg = config_from_dict(ckpt["config"], saved=True)
     if epochs is not None:
         cfg = cfg.replace(train={"epochs": epochs})
     done = int(ckpt["epoch"]) >= cfg.train.epochs or (ckpt.get("finished") and epochs is None)
@@ -447,3 +447,35 @@ def mesh(*, seg: str | Path, out: str | Path, smooth: int = 0, label: int | None
     from segvol.mesh import mesh_file
 
     return mesh_file(seg, out, smooth=smooth, label=label, labels=labels, overwrite=overwrite)
+
+
+def preprocess(*, scan: Any, out: str | Path, config: str | None = None, model: str | Path | None = None,
+               models_dir: str | Path = "models", overwrite: bool = False) -> Path:
+    """Write what the network sees for ``scan`` (after orientation, 1 mm resampling, intensity normalisation and
+    padding) to ``out`` as float32 NIfTI on the 1 mm grid. The pipeline is ``model``'s (the config stored in a
+    ``.pt``/``.onnx``, so exactly what inference does) or the preset/YAML ``config``; neither: the default model.
+
+    ``scan``: a file, a DICOM series folder, a case folder of a multi-channel dataset, or the sequence files of one
+    multi-channel scan (a list).
+    """
+    from segvol.data.brats import resolve_input
+    from segvol.inference.preprocess import preprocess_file
+
+    if config is not None and model is not None:
+        raise SegvolError("give --config or --model, not both")
+    if config is not None:
+        from segvol.config import load_config
+        from segvol.data.registry import get_adapter
+
+        cfg = load_config(config)
+        modalities = tuple(get_adapter(cfg.data.dataset).task_spec(cfg).modalities)
+    else:
+        import torch
+
+        from segvol.inference.backends import load_model
+
+        loaded = load_model(model or _default_model(models_dir), torch.device("cpu"))
+        cfg, modalities = loaded.cfg, tuple(loaded.task.get("modalities", ()))
+    if isinstance(scan, (list, tuple)) and len(scan) == 1:
+        scan = scan[0]
+    return preprocess_file(cfg, resolve_input(scan, modalities), out, overwrite=overwrite)

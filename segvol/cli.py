@@ -178,6 +178,29 @@ def _timing_table(results: list) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------------- preprocess
+def _add_preprocess(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("preprocess", help="write what the network sees (1 mm grid, normalised) as NIfTI")
+    p.add_argument("scan", nargs="+", help="a scan (.nii/.nii.gz), a DICOM series or case folder, or the sequence "
+                                          "files of one multi-channel scan")
+    p.add_argument("-o", "--out", required=True, help="output .nii.gz (float32, on the 1 mm grid)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--config", default=None, help="preset name or YAML path")
+    how.add_argument("--model", default=None, help=".pt or .onnx: the pipeline it was trained with (default: "
+                                                   "models/model.onnx, else the newest run)")
+    p.add_argument("--models", default="models")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+
+def _run_preprocess(args: argparse.Namespace) -> int:
+    from segvol import api
+
+    out = api.preprocess(scan=args.scan, out=args.out, config=args.config, model=args.model,
+                         models_dir=args.models, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------- bench
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure training and inference speed on phantoms")
@@ -261,6 +284,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "train": (_add_train, _run_train),
     "export-onnx": (_add_export, _run_export),
     "infer": (_add_infer, _run_infer),
+    "preprocess": (_add_preprocess, _run_preprocess),
     "bench": (_add_bench, _run_bench),
     "import": (_add_import, _run_import),
     "check-data": (_add_check, _run_check),

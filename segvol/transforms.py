@@ -18,7 +18,7 @@ from monai import transforms as mt
 
 from segvol.config import Config
 
-__all__ = ["deterministic_prefix", "random_part", "build_transforms", "inverse_transform", "crop_indices",
+__all__ = ["deterministic_prefix", "intensity_steps", "random_part", "build_transforms", "inverse_transform", "crop_indices",
            "INDEX_KEYS", "MAX_BG_INDICES"]
 
 INDEX_KEYS = ("label_fg_indices", "label_bg_indices")  # FgBgToIndicesd's default names for the key "label"
@@ -27,7 +27,7 @@ MAX_BG_INDICES = 200_000  # background centres kept per volume: a fixed random s
 
 def deterministic_prefix(cfg: Config, keys: Sequence[str] = ("image", "label"),
                          label_transforms: Sequence[Any] = ()) -> list[Any]:
-    """Load → channel first → (label conversion) → orientation → spacing → window → normalise → pad.
+    """Load → channel first → (label conversion) → orientation → spacing → window → pad → normalise.
 
     Args:
         cfg: resolved configuration (``preprocess`` section).
@@ -49,12 +49,29 @@ def deterministic_prefix(cfg: Config, keys: Sequence[str] = ("image", "label"),
         mt.Orientationd(keys=keys, axcodes=pp.orientation),
         mt.Spacingd(keys=keys, pixdim=pp.spacing, mode=modes),
     ]
-    if pp.intensity_window is not None:
-        lo, hi = pp.intensity_window
+    steps += intensity_steps(cfg, keys)
+    return steps
+
+
+def intensity_steps(cfg: Config, keys: Sequence[str] = ("image", "label")) -> list[Any]:
+    """Intensity normalisation and padding to the patch size, by ``preprocess.intensity_norm``:
+
+    - ``window`` (CT): clip HU to ``intensity_window`` (mapped to [0, 1]), pad with the window's floor (air), then
+      z-score over all voxels: one increasing linear map per scan, so HU order is kept (air <= fat < muscle < lumen).
+    - ``nonzero`` (MRI): z-score over each channel's non-zero voxels; background and padding stay 0.
+    - ``window_nonzero``: the mapping of checkpoints saved before ``intensity_norm`` existed (window, then the
+      non-zero z-score: clipped air becomes 0, the mean of the tissue), kept so they infer as trained.
+
+    Padding comes before the z-score so that padded voxels get the value of the scan's own background.
+    """
+    pp = cfg.preprocess
+    steps: list[Any] = []
+    if pp.intensity_norm in ("window", "window_nonzero"):
+        lo, hi = pp.intensity_window  # type: ignore[misc]  # the config requires a window for these
         steps.append(mt.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
     steps += [
-        mt.NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True),
-        mt.SpatialPadd(keys=keys, spatial_size=pp.roi_size),
+        mt.SpatialPadd(keys=tuple(keys), spatial_size=pp.roi_size),
+        mt.NormalizeIntensityd(keys="image", nonzero=pp.intensity_norm != "window", channel_wise=True),
     ]
     return steps
 
