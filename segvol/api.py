@@ -124,8 +124,8 @@ def _prepare_run(cfg: Config, split: dict[str, list[str]], models_dir: Path, nam
     return run_dir
 
 
-def _train_logger(run_dir: Path) -> Any:
-    """TensorBoard event files next to metrics.csv (rank 0 only)."""
+def _train_logger(run_dir: Path, purge_step: int | None = None) -> Any:
+    """TensorBoard event files next to metrics.csv (rank 0 only); ``purge_step`` on resume (see TrainLogger)."""
     from segvol.config import distributed_env
 
     if distributed_env()[0] != 0:
@@ -133,7 +133,7 @@ def _train_logger(run_dir: Path) -> Any:
     try:
         from segvol.training.tensorboard import TrainLogger
 
-        return TrainLogger(run_dir)
+        return TrainLogger(run_dir, purge_step=purge_step)
     except ImportError:  # tensorboard missing: metrics.csv still has everything
         log.warning("tensorboard is not installed; training curves go to metrics.csv only")
         return None
@@ -162,7 +162,7 @@ def _resume(run_dir: Path, device: str | None, progress: bool, epochs: int | Non
     groups = apply_split(adapter.find_records(cfg.data.root, cfg.data.modalities), read_split(run_dir / "split.json"))
     log.info("resuming %s after epoch %d of %d", run_dir, ckpt["epoch"], cfg.train.epochs)
     return fit(cfg, spec, groups, run_dir, pick_device(device or cfg.train.device), progress=progress,
-               resume=ckpt, logger=_train_logger(run_dir))
+               resume=ckpt, logger=_train_logger(run_dir, purge_step=int(ckpt["epoch"]) + 1))
 
 
 def newest_run(models_dir: str | Path = "models", checkpoint: str = "best.pt") -> Path:
