@@ -232,23 +232,37 @@ def _run_bench(args: argparse.Namespace) -> int:
 def _add_app(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="start the web app (Streamlit) on localhost")
     p.add_argument("--port", type=_positive_int, default=8501)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the app to "
+                        "every network the machine is on, with no login; see README for an SSH tunnel instead)")
     p.add_argument("--model", default=None, help="ONNX model to preselect (sets MODEL_PATH)")
+    p.add_argument("--data-dir", default=None, metavar="FOLDER",
+                   help="let visitors type paths of scans and models inside FOLDER (default: uploads only)")
 
 
 def _run_app(args: argparse.Namespace) -> int:
     import os
 
-    from segvol.app.logic import MAX_UPLOAD_MB
+    from segvol.app.logic import DATA_DIR_ENV, MAX_UPLOAD_MB
 
     try:
         import streamlit  # noqa: F401
     except ImportError:
         raise SegvolError("the app needs Streamlit: pip install 'segvol[app]'") from None
     page = Path(__file__).parent / "app" / "streamlit_app.py"
-    env = dict(os.environ, **({"MODEL_PATH": str(Path(args.model).resolve())} if args.model else {}))
-    cmd = [sys.executable, "-m", "streamlit", "run", str(page), "--server.port", str(args.port),
-           "--server.headless", "true", "--server.maxUploadSize", str(MAX_UPLOAD_MB),
-           "--browser.gatherUsageStats", "false"]
+    env = {k: v for k, v in os.environ.items() if k != DATA_DIR_ENV}  # server paths: only by --data-dir
+    if args.model:
+        env["MODEL_PATH"] = str(Path(args.model).resolve())
+    if args.data_dir:
+        if not Path(args.data_dir).is_dir():
+            raise SegvolError(f"--data-dir {args.data_dir}: no such folder")
+        env[DATA_DIR_ENV] = str(Path(args.data_dir).resolve())
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("the app listens on %s: anyone who can reach this machine on port %d can use it (no login)",
+                    args.host, args.port)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(page), "--server.address", args.host,
+           "--server.port", str(args.port), "--server.headless", "true",
+           "--server.maxUploadSize", str(MAX_UPLOAD_MB), "--browser.gatherUsageStats", "false"]
     os.execve(sys.executable, cmd, env)  # streamlit takes over this process (signals reach it directly)
     return 0  # pragma: no cover
 
