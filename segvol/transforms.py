@@ -56,7 +56,7 @@ def load_images(keys: Sequence[str]) -> mt.LoadImaged:
 
 def deterministic_prefix(cfg: Config, keys: Sequence[str] = ("image", "label"),
                          label_transforms: Sequence[Any] = ()) -> list[Any]:
-    """Load → channel first → (label conversion) → orientation → spacing → window → pad → normalise.
+    """Load → channel first → (label conversion) → orientation → spacing → window → normalise → pad.
 
     Args:
         cfg: resolved configuration (``preprocess`` section).
@@ -78,30 +78,26 @@ def deterministic_prefix(cfg: Config, keys: Sequence[str] = ("image", "label"),
         mt.Orientationd(keys=keys, axcodes=pp.orientation),
         mt.Spacingd(keys=keys, pixdim=pp.spacing, mode=modes),
     ]
-    steps += intensity_steps(cfg, keys)
+    steps += intensity_steps(cfg)
+    steps.append(mt.SpatialPadd(keys=keys, spatial_size=pp.roi_size))
     return steps
 
 
-def intensity_steps(cfg: Config, keys: Sequence[str] = ("image", "label")) -> list[Any]:
-    """Intensity normalisation and padding to the patch size, by ``preprocess.intensity_norm``:
+def intensity_steps(cfg: Config) -> list[Any]:
+    """Intensity normalisation of ``image`` by ``preprocess.intensity_norm`` (docs/normalisation.md):
 
-    - ``window`` (CT): clip HU to ``intensity_window`` (mapped to [0, 1]), pad with the window's floor (air), then
-      z-score over all voxels: one increasing linear map per scan, so HU order is kept (air <= fat < muscle < lumen).
-    - ``nonzero`` (MRI): z-score over each channel's non-zero voxels; background and padding stay 0.
+    - ``window`` (CT): clip HU to ``intensity_window`` (mapped to [0, 1]), then z-score over all voxels: one
+      increasing linear map per scan, so HU order is kept (air <= fat < muscle < lumen).
+    - ``nonzero`` (MRI): z-score over each channel's non-zero voxels; the background stays 0.
     - ``window_nonzero``: the mapping of checkpoints saved before ``intensity_norm`` existed (window, then the
       non-zero z-score: clipped air becomes 0, the mean of the tissue), kept so they infer as trained.
-
-    Padding comes before the z-score so that padded voxels get the value of the scan's own background.
     """
     pp = cfg.preprocess
     steps: list[Any] = []
     if pp.intensity_norm in ("window", "window_nonzero"):
         lo, hi = pp.intensity_window  # type: ignore[misc]  # the config requires a window for these
         steps.append(mt.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
-    steps += [
-        mt.SpatialPadd(keys=tuple(keys), spatial_size=pp.roi_size),
-        mt.NormalizeIntensityd(keys="image", nonzero=pp.intensity_norm != "window", channel_wise=True),
-    ]
+    steps.append(mt.NormalizeIntensityd(keys="image", nonzero=pp.intensity_norm != "window", channel_wise=True))
     return steps
 
 

@@ -50,10 +50,12 @@ def test_ct_window_keeps_tissues_apart_and_ordered(tmp_path, capsys):
     assert v["air"] < v["fat"] < v["muscle"] < v["contrast"], v
     steps = np.diff([v["air"], v["fat"], v["muscle"], v["contrast"]])
     assert steps.min() > 0.1, f"tissues nearly merged: {v}"  # distinct, not just ordered
-    # padding is the scan's own floor (air), and the scan's voxels are z-scored over all of them
+    # z-scored over all the scan's voxels (air included): the padding around it is 0, the scan's mean
     data = img.get_fdata()
-    assert data[0, 0, 0] == pytest.approx(v["air"])
-    assert abs(data.mean()) < 1e-3 and data.std() == pytest.approx(1.0, abs=1e-3)
+    scan = data[data != 0]
+    assert scan.size == 30 * 20 * 20  # the 60x40x40 scan at 0.5 mm is 30x20x20 mm; the rest is padding
+    assert abs(scan.mean()) < 1e-3 and scan.std() == pytest.approx(1.0, abs=1e-3)
+    assert data[0, 0, 0] == 0.0
 
 
 def _checkpoint(path, cfg_dict):
