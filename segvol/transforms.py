@@ -20,7 +20,8 @@ from monai.data import NibabelReader
 
 from segvol.config import Config
 
-__all__ = ["deterministic_prefix", "intensity_steps", "load_images", "ThreadSafeNibabelReader", "random_part", "build_transforms", "inverse_transform", "crop_indices",
+__all__ = ["deterministic_prefix", "intensity_steps", "load_images", "ThreadSafeNibabelReader",
+           "random_part", "build_transforms", "inverse_transform", "crop_indices",
            "INDEX_KEYS", "MAX_BG_INDICES"]
 
 INDEX_KEYS = ("label_fg_indices", "label_bg_indices")  # FgBgToIndicesd's default names for the key "label"

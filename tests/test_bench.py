@@ -25,7 +25,8 @@ def test_bench_runs_on_the_cpu_preset(tmp_path):
         results["infer_plain_monai_s"] / results["infer_end_to_end_s"])
     assert results["pipeline_efficiency_cached"] == pytest.approx(
         results["train_patches_per_s_cached"] / results["model_patches_per_s"])
-    stages = [k for k in ("load", "preprocess", "inference", "postprocess", "invert", "save") if f"infer_{k}_s" in results]
+    stages = [k for k in ("load", "preprocess", "inference", "postprocess", "invert", "save")
+              if f"infer_{k}_s" in results]
     assert len(stages) >= 5 and all(results[f"infer_{k}_s"] >= 0 for k in stages)
     assert sum(results[f"infer_{k}_s"] for k in stages) <= results["infer_end_to_end_s"]  # parts of the whole
     # reading a cached volume must be much cheaper than preprocessing it

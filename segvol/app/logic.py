@@ -17,7 +17,8 @@ import numpy as np
 from segvol.config import env_path
 from segvol.errors import SegvolError
 
-__all__ = ["ModelChoice", "choose_model", "data_dir", "server_path", "result_key", "safe_name", "AppResult", "segment_upload", "render_slice",
+__all__ = ["ModelChoice", "choose_model", "data_dir", "server_path", "result_key", "safe_name",
+           "AppResult", "segment_upload", "render_slice",
            "dice_score", "DEFAULT_MODEL", "MAX_UPLOAD_MB", "AXES"]
 
 DEFAULT_MODEL = "models/model.onnx"
