@@ -66,7 +66,7 @@ class PreprocessConfig:
     intensity_window: tuple[float, float] | None = None  # CT only: clip HU to [lo, hi] before normalising
     # "nonzero": z-score over each channel's non-zero voxels (MRI, background 0); "window": clip to
     # intensity_window, then z-score over all voxels (CT, monotonic in HU); "auto": "window" when a window is set,
-    # else "nonzero". "window_nonzero" is the pre-0.2 CT mapping (window to [0, 1], then a non-zero z-score, which
+    # else "nonzero". "window_nonzero" is the earlier CT mapping (window to [0, 1], then a non-zero z-score, which
     # puts air on the value of average tissue): saved configs without this key resolve to it, so older checkpoints
     # still infer as trained. See docs/normalisation.md.
     intensity_norm: str = "auto"
