@@ -131,8 +131,8 @@ def _prepare_run(cfg: Config, split: dict[str, list[str]], models_dir: Path, nam
     return models_dir / outcome
 
 
-def _train_logger(run_dir: Path) -> Any:
-    """TensorBoard event files next to metrics.csv (rank 0 only)."""
+def _train_logger(run_dir: Path, purge_step: int | None = None) -> Any:
+    """TensorBoard event files next to metrics.csv (rank 0 only); ``purge_step`` on resume (see TrainLogger)."""
     from segvol.config import distributed_env
 
     if distributed_env()[0] != 0:
@@ -140,7 +140,7 @@ def _train_logger(run_dir: Path) -> Any:
     try:
         from segvol.training.tensorboard import TrainLogger
 
-        return TrainLogger(run_dir)
+        return TrainLogger(run_dir, purge_step=purge_step)
     except ImportError:  # tensorboard missing: metrics.csv still has everything
         log.warning("tensorboard is not installed; training curves go to metrics.csv only")
         return None
@@ -155,7 +155,7 @@ def _resume(run_dir: Path, device: str | None, progress: bool, epochs: int | Non
     from segvol.utils import pick_device
 
     ckpt = load_checkpoint(run_dir / "last.pt")
-    cfg = config_from_dict(ckpt["config"])
+    cfg = config_from_dict(ckpt["config"], saved=True)
     if epochs is not None:
         cfg = cfg.replace(train={"epochs": epochs})
     done = int(ckpt["epoch"]) >= cfg.train.epochs or (ckpt.get("finished") and epochs is None)
@@ -169,7 +169,7 @@ def _resume(run_dir: Path, device: str | None, progress: bool, epochs: int | Non
     groups = apply_split(adapter.find_records(cfg.data.root, cfg.data.modalities), read_split(run_dir / "split.json"))
     log.info("resuming %s after epoch %d of %d", run_dir, ckpt["epoch"], cfg.train.epochs)
     return fit(cfg, spec, groups, run_dir, pick_device(device or cfg.train.device), progress=progress,
-               resume=ckpt, logger=_train_logger(run_dir))
+               resume=ckpt, logger=_train_logger(run_dir, purge_step=int(ckpt["epoch"]) + 1))
 
 
 def newest_run(models_dir: str | Path = "models", checkpoint: str = "best.pt") -> Path:
@@ -491,3 +491,39 @@ def tree(*, mask: str | Path, out_dir: str | Path | None = None, label: int | No
     if max_trees is not None:
         settings = replace(settings, max_trees=int(max_trees) or None)
     return tree_file(mask, out_dir, label=label, settings=settings, overwrite=overwrite)
+
+
+# ------------------------------------------------------------------------------------------------------- preprocess
+__all__ += ["preprocess"]
+
+
+def preprocess(*, scan: Any, out: str | Path, config: str | None = None, model: str | Path | None = None,
+               models_dir: str | Path = "models", overwrite: bool = False) -> Path:
+    """Write what the network sees for ``scan`` (after orientation, 1 mm resampling, intensity normalisation and
+    padding) to ``out`` as float32 NIfTI on the 1 mm grid. The pipeline is ``model``'s (the config stored in a
+    ``.pt``/``.onnx``, so exactly what inference does) or the preset/YAML ``config``; neither: the default model.
+
+    ``scan``: a file, a DICOM series folder, a case folder of a multi-channel dataset, or the sequence files of one
+    multi-channel scan (a list).
+    """
+    from segvol.data.brats import resolve_input
+    from segvol.inference.preprocess import preprocess_file
+
+    if config is not None and model is not None:
+        raise SegvolError("give --config or --model, not both")
+    if config is not None:
+        from segvol.config import load_config
+        from segvol.data.registry import get_adapter
+
+        cfg = load_config(config)
+        modalities = tuple(get_adapter(cfg.data.dataset).task_spec(cfg).modalities)
+    else:
+        import torch
+
+        from segvol.inference.backends import load_model
+
+        loaded = load_model(model or _default_model(models_dir), torch.device("cpu"))
+        cfg, modalities = loaded.cfg, tuple(loaded.task.get("modalities", ()))
+    if isinstance(scan, (list, tuple)) and len(scan) == 1:
+        scan = scan[0]
+    return preprocess_file(cfg, resolve_input(scan, modalities), out, overwrite=overwrite)

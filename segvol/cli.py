@@ -184,6 +184,29 @@ def _timing_table(results: list) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------------- preprocess
+def _add_preprocess(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("preprocess", help="write what the network sees (1 mm grid, normalised) as NIfTI")
+    p.add_argument("scan", nargs="+", help="a scan (.nii/.nii.gz), a DICOM series or case folder, or the sequence "
+                                          "files of one multi-channel scan")
+    p.add_argument("-o", "--out", required=True, help="output .nii.gz (float32, on the 1 mm grid)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--config", default=None, help="preset name or YAML path")
+    how.add_argument("--model", default=None, help=".pt or .onnx: the pipeline it was trained with (default: "
+                                                   "models/model.onnx, else the newest run)")
+    p.add_argument("--models", default="models")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+
+def _run_preprocess(args: argparse.Namespace) -> int:
+    from segvol import api
+
+    out = api.preprocess(scan=args.scan, out=args.out, config=args.config, model=args.model,
+                         models_dir=args.models, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------- bench
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure training and inference speed on phantoms")
@@ -215,23 +238,37 @@ def _run_bench(args: argparse.Namespace) -> int:
 def _add_app(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="start the web app (Streamlit) on localhost")
     p.add_argument("--port", type=_positive_int, default=8501)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the app to "
+                        "every network the machine is on, with no login; see README for an SSH tunnel instead)")
     p.add_argument("--model", default=None, help="ONNX model to preselect (sets MODEL_PATH)")
+    p.add_argument("--data-dir", default=None, metavar="FOLDER",
+                   help="let visitors type paths of scans and models inside FOLDER (default: uploads only)")
 
 
 def _run_app(args: argparse.Namespace) -> int:
     import os
 
-    from segvol.app.logic import MAX_UPLOAD_MB
+    from segvol.app.logic import DATA_DIR_ENV, MAX_UPLOAD_MB
 
     try:
         import streamlit  # noqa: F401
     except ImportError:
         raise SegvolError("the app needs Streamlit: pip install 'segvol[app]'") from None
     page = Path(__file__).parent / "app" / "streamlit_app.py"
-    env = dict(os.environ, **({"MODEL_PATH": str(Path(args.model).resolve())} if args.model else {}))
-    cmd = [sys.executable, "-m", "streamlit", "run", str(page), "--server.port", str(args.port),
-           "--server.headless", "true", "--server.maxUploadSize", str(MAX_UPLOAD_MB),
-           "--browser.gatherUsageStats", "false"]
+    env = {k: v for k, v in os.environ.items() if k != DATA_DIR_ENV}  # server paths: only by --data-dir
+    if args.model:
+        env["MODEL_PATH"] = str(Path(args.model).resolve())
+    if args.data_dir:
+        if not Path(args.data_dir).is_dir():
+            raise SegvolError(f"--data-dir {args.data_dir}: no such folder")
+        env[DATA_DIR_ENV] = str(Path(args.data_dir).resolve())
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("the app listens on %s: anyone who can reach this machine on port %d can use it (no login)",
+                    args.host, args.port)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(page), "--server.address", args.host,
+           "--server.port", str(args.port), "--server.headless", "true",
+           "--server.maxUploadSize", str(MAX_UPLOAD_MB), "--browser.gatherUsageStats", "false"]
     os.execve(sys.executable, cmd, env)  # streamlit takes over this process (signals reach it directly)
     return 0  # pragma: no cover
 
@@ -297,6 +334,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "train": (_add_train, _run_train),
     "export-onnx": (_add_export, _run_export),
     "infer": (_add_infer, _run_infer),
+    "preprocess": (_add_preprocess, _run_preprocess),
     "bench": (_add_bench, _run_bench),
     "import": (_add_import, _run_import),
     "check-data": (_add_check, _run_check),

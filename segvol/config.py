@@ -10,6 +10,7 @@ This is the only module that reads environment variables.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -19,10 +20,13 @@ import yaml
 
 from segvol.errors import SegvolError, first_line
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "AugmentConfig",
     "Config",
     "DataConfig",
+    "INTENSITY_NORMS",
     "InferConfig",
     "ModelConfig",
     "PreprocessConfig",
@@ -51,12 +55,39 @@ class DataConfig:
     num_workers: int = 0  # DataLoader workers (0 = in the main process)
 
 
+INTENSITY_NORMS = ("nonzero", "window", "window_nonzero")
+LEGACY_INTENSITY_NORM = "window_nonzero"  # what a saved config without preprocess.intensity_norm was trained with
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     orientation: str = "RAS"
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # mm, resampled bilinear (image) / nearest (label)
     intensity_window: tuple[float, float] | None = None  # CT only: clip HU to [lo, hi] before normalising
+    # "nonzero": z-score over each channel's non-zero voxels (MRI, background 0); "window": clip to
+    # intensity_window, then z-score over all voxels (CT, monotonic in HU); "auto": "window" when a window is set,
+    # else "nonzero". "window_nonzero" is the earlier CT mapping (window to [0, 1], then a non-zero z-score, which
+    # puts air on the value of average tissue): saved configs without this key resolve to it, so older checkpoints
+    # still infer as trained. See docs/normalisation.md.
+    intensity_norm: str = "auto"
     roi_size: tuple[int, int, int] = (96, 96, 96)  # patch size for training and sliding-window inference
+
+    def __post_init__(self) -> None:
+        norm = self.intensity_norm
+        if norm == "auto":
+            norm = "window" if self.intensity_window is not None else "nonzero"
+            object.__setattr__(self, "intensity_norm", norm)
+        if norm not in INTENSITY_NORMS:
+            raise SegvolError(f"config preprocess.intensity_norm: {norm!r} is not one of auto, "
+                              f"{', '.join(INTENSITY_NORMS)}")
+        if norm == "nonzero" and self.intensity_window is not None:
+            raise SegvolError("config preprocess.intensity_norm: 'nonzero' takes no intensity_window (set it to null, "
+                              "or use 'window' for CT)")
+        if norm != "nonzero" and self.intensity_window is None:
+            raise SegvolError(f"config preprocess.intensity_norm: {norm!r} needs preprocess.intensity_window [lo, hi]")
+        if self.intensity_window is not None and not self.intensity_window[0] < self.intensity_window[1]:
+            raise SegvolError(f"config preprocess.intensity_window: expected [lo, hi] with lo < hi, got "
+                              f"{list(self.intensity_window)}")
 
 
 @dataclass(frozen=True)
@@ -181,9 +212,23 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(values: dict[str, Any]) -> Config:
-    """Build a validated :class:`Config` from nested plain values (unknown keys raise :class:`SegvolError`)."""
-    return _build(Config, values, "")
+def config_from_dict(values: dict[str, Any], *, saved: bool = False) -> Config:
+    """Build a validated :class:`Config` from nested plain values (unknown keys raise :class:`SegvolError`).
+
+    ``saved``: the values are a configuration stored by an earlier run (a checkpoint, an ONNX file's metadata, a
+    run folder's ``config.yaml``); keys added since then resolve to the behaviour that run was trained with.
+    """
+    return _build(Config, _upgrade_saved(values) if saved else values, "")
+
+
+def _upgrade_saved(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config from before ``preprocess.intensity_norm`` existed normalised a CT window the old way."""
+    pre = values.get("preprocess")
+    if not isinstance(pre, dict) or "intensity_norm" in pre or pre.get("intensity_window") is None:
+        return values
+    log.warning("saved config without preprocess.intensity_norm: using the old CT normalisation it was trained "
+                "with (%s, not monotonic in HU); retrain to use the monotonic 'window' mapping", LEGACY_INTENSITY_NORM)
+    return {**values, "preprocess": {**pre, "intensity_norm": LEGACY_INTENSITY_NORM}}
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -236,10 +281,31 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = values.pop("base", None)
     if base is None:
         return values
-    base_path = (path.parent / f"{base}.yaml") if not str(base).endswith((".yaml", ".yml")) else path.parent / base
+    base_path = _find_base(path, base)
     if base_path.resolve() in seen:
         raise SegvolError(f"{path}: 'base' chain loops back to {base_path}")
     return _merge(_read_yaml(base_path, seen + (path.resolve(),)), values)
+
+
+def _find_base(path: Path, base: Any) -> Path:
+    """``base:`` of the YAML file ``path``: a file path (``../common.yaml``, relative to ``path``'s folder) or a
+    preset name (``brats``), looked up beside ``path`` first, then among the presets (:func:`config_dirs`)."""
+    if not isinstance(base, str) or not base.strip():
+        raise SegvolError(f"{path}: 'base' must be a preset name or a YAML path, got {base!r}")
+    if base.endswith((".yaml", ".yml")) or "/" in base or "\\" in base:
+        candidate = path.parent / Path(base).expanduser()
+        if candidate.is_file():
+            return candidate
+        raise SegvolError(f"{path}: base {base!r} not found (looked for {candidate})")
+    sibling = path.parent / f"{base}.yaml"
+    if sibling.is_file() and sibling.resolve() != path.resolve():
+        return sibling
+    for folder in config_dirs():
+        candidate = folder / f"{base}.yaml"
+        if candidate.is_file() and candidate.resolve() != path.resolve():
+            return candidate
+    raise SegvolError(f"{path}: base {base!r} is neither a YAML file beside it nor a preset (looked in "
+                      f"{', '.join(str(d) for d in config_dirs())})")
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -260,9 +326,15 @@ def parse_override(text: str) -> dict[str, Any]:
     return {parts[0]: {parts[1]: value}}
 
 
-def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), **sections: Any) -> Config:
-    """Load a preset or YAML file, apply ``--set`` overrides, then keyword section overrides."""
+def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *, saved: bool = False,
+                **sections: Any) -> Config:
+    """Load a preset or YAML file, apply ``--set`` overrides, then keyword section overrides.
+
+    ``saved``: the file is a run folder's ``config.yaml`` (see :func:`config_from_dict`).
+    """
     values = _read_yaml(find_config(name_or_path))
+    if saved:
+        values = _upgrade_saved(values)
     for text in overrides:
         values = _merge(values, parse_override(text))
     for name, section in sections.items():

@@ -10,19 +10,49 @@ with MONAI's ``Invertd`` so that predictions land on the input's own grid.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from monai import transforms as mt
+from monai.data import NibabelReader
 
 from segvol.config import Config
 
-__all__ = ["deterministic_prefix", "random_part", "build_transforms", "inverse_transform", "crop_indices",
+__all__ = ["deterministic_prefix", "intensity_steps", "load_images", "ThreadSafeNibabelReader",
+           "random_part", "build_transforms", "inverse_transform", "crop_indices",
            "INDEX_KEYS", "MAX_BG_INDICES"]
 
 INDEX_KEYS = ("label_fg_indices", "label_bg_indices")  # FgBgToIndicesd's default names for the key "label"
 MAX_BG_INDICES = 200_000  # background centres kept per volume: a fixed random subset (uniform over the background)
+
+
+_READ = threading.local()  # the files of the read in progress, per thread (see ThreadSafeNibabelReader)
+
+
+class ThreadSafeNibabelReader(NibabelReader):
+    """MONAI's ``NibabelReader`` with the names of the files being read kept per thread.
+
+    MONAI's ``read()`` stores them on the reader for ``get_data()``, which pairs them with the images it stacks
+    (``zip``). ``CacheDataset`` fills its cache from a thread pool whose threads share one ``LoadImaged`` and so one
+    reader: a thread reading a one-file label between another thread's ``read()`` and ``get_data()`` of a four-file
+    BraTS image cut that image to one channel (a 1-channel volume for a 4-channel model, now and then).
+    """
+
+    @property
+    def filenames(self) -> Any:
+        return getattr(_READ, "filenames", ())
+
+    @filenames.setter
+    def filenames(self, value: Any) -> None:
+        _READ.filenames = value
+
+
+def load_images(keys: Sequence[str]) -> mt.LoadImaged:
+    """``LoadImaged`` whose NIfTI reader is safe to share between threads; other formats (a DICOM series folder)
+    fall back to MONAI's default readers."""
+    return mt.LoadImaged(keys=tuple(keys), image_only=True, reader=ThreadSafeNibabelReader())
 
 
 def deterministic_prefix(cfg: Config, keys: Sequence[str] = ("image", "label"),
@@ -39,7 +69,7 @@ def deterministic_prefix(cfg: Config, keys: Sequence[str] = ("image", "label"),
     has_label = "label" in keys
     modes = tuple("nearest" if k == "label" else "bilinear" for k in keys)
     steps: list[Any] = [
-        mt.LoadImaged(keys=keys, image_only=True),
+        load_images(keys),
         mt.EnsureChannelFirstd(keys=keys),
         mt.EnsureTyped(keys="image", dtype="float32", track_meta=True),
     ]
@@ -49,13 +79,26 @@ def deterministic_prefix(cfg: Config, keys: Sequence[str] = ("image", "label"),
         mt.Orientationd(keys=keys, axcodes=pp.orientation),
         mt.Spacingd(keys=keys, pixdim=pp.spacing, mode=modes),
     ]
-    if pp.intensity_window is not None:
-        lo, hi = pp.intensity_window
+    steps += intensity_steps(cfg)
+    steps.append(mt.SpatialPadd(keys=keys, spatial_size=pp.roi_size))
+    return steps
+
+
+def intensity_steps(cfg: Config) -> list[Any]:
+    """Intensity normalisation of ``image`` by ``preprocess.intensity_norm`` (docs/normalisation.md):
+
+    - ``window`` (CT): clip HU to ``intensity_window`` (mapped to [0, 1]), then z-score over all voxels: one
+      increasing linear map per scan, so HU order is kept (air <= fat < muscle < lumen).
+    - ``nonzero`` (MRI): z-score over each channel's non-zero voxels; the background stays 0.
+    - ``window_nonzero``: the mapping of checkpoints saved before ``intensity_norm`` existed (window, then the
+      non-zero z-score: clipped air becomes 0, the mean of the tissue), kept so they infer as trained.
+    """
+    pp = cfg.preprocess
+    steps: list[Any] = []
+    if pp.intensity_norm in ("window", "window_nonzero"):
+        lo, hi = pp.intensity_window  # type: ignore[misc]  # the config requires a window for these
         steps.append(mt.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
-    steps += [
-        mt.NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True),
-        mt.SpatialPadd(keys=keys, spatial_size=pp.roi_size),
-    ]
+    steps.append(mt.NormalizeIntensityd(keys="image", nonzero=pp.intensity_norm != "window", channel_wise=True))
     return steps
 
 

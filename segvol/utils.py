@@ -54,19 +54,41 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; on success it replaces ``target`` (which must not exist unless
-    ``overwrite``). On any error the temporary folder is removed and ``target`` is left as it was."""
+    ``overwrite``). On any error the temporary folder is removed and ``target`` is left as it was.
+
+    An existing ``target`` is first renamed aside (``.<name>.<random>.old``), the new folder renamed into its place,
+    and only then the old one deleted: at every moment one complete version exists, and an error between the two
+    renames puts the old folder back (a hard kill there leaves it whole under the aside name).
+    """
     target = Path(target)
     check_writable_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        tmp.rename(target)
+        _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Rename ``new`` onto ``target``, keeping the old ``target`` aside until the new one is in place."""
+    aside = None
+    if target.exists() or target.is_symlink():
+        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        os.replace(target, aside / target.name)  # same file system: one rename, the old folder stays whole
+    try:
+        os.rename(new, target)
+    except BaseException:
+        if aside is not None:
+            os.replace(aside / target.name, target)
+            aside.rmdir()
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+        if aside.exists():
+            log.warning("%s: replaced, but the old version could not be removed from %s", target, aside)
 
 
 def check_writable_target(path: str | os.PathLike, overwrite: bool) -> Path:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from segvol.bench import format_table, run_bench
@@ -18,6 +19,16 @@ def test_bench_runs_on_the_cpu_preset(tmp_path):
                 "sliding_window_s_onnxruntime", "infer_end_to_end_s", "pipeline_efficiency_cached",
                 "infer_plain_monai_s", "infer_speedup_vs_plain_monai"):
         assert saved[key] > 0, key
+    assert saved == {k: (list(v) if isinstance(v, tuple) else v) for k, v in results.items()}  # the JSON is the run
+    # the figures are consistent with each other, not only positive
+    assert results["infer_speedup_vs_plain_monai"] == pytest.approx(
+        results["infer_plain_monai_s"] / results["infer_end_to_end_s"])
+    assert results["pipeline_efficiency_cached"] == pytest.approx(
+        results["train_patches_per_s_cached"] / results["model_patches_per_s"])
+    stages = [k for k in ("load", "preprocess", "inference", "postprocess", "invert", "save")
+              if f"infer_{k}_s" in results]
+    assert len(stages) >= 5 and all(results[f"infer_{k}_s"] >= 0 for k in stages)
+    assert sum(results[f"infer_{k}_s"] for k in stages) <= results["infer_end_to_end_s"]  # parts of the whole
     # reading a cached volume must be much cheaper than preprocessing it
     assert results["preprocess_cached_s_per_volume"] < results["preprocess_cold_s_per_volume"]
     assert "model_patches_per_s" in format_table(results)

@@ -47,6 +47,10 @@ def test_synth_train_export_infer(tmp_path):
     mask = nib.load(str(tmp_path / "data" / "imagecas" / "4.img_seg.nii.gz"))
     ref = nib.load(str(scan))
     assert mask.shape == ref.shape and np.allclose(mask.affine, ref.affine)
+    labels = np.asarray(mask.dataobj)
+    assert labels.any() and not labels.all()  # a model that paints nothing (or everything) would pass the above
+    voxels = int(out.stdout.splitlines()[1].split()[1])  # the timing table's count is the written mask's
+    assert voxels == int((labels > 0).sum())
 
 
 def test_errors_are_one_line(tmp_path):

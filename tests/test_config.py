@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+import yaml
 
 from segvol.config import Config, config_from_dict, config_to_dict, load_config, parse_override
 from segvol.errors import SegvolError
@@ -41,7 +44,7 @@ def test_overrides_and_round_trip():
 
 def test_frozen_and_replace():
     cfg = Config()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.epochs = 3  # type: ignore[misc]
     assert cfg.replace(train={"epochs": 3}).train.epochs == 3
 
@@ -53,3 +56,57 @@ def test_missing_and_broken_files(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(SegvolError, match="not valid YAML"):
         load_config(str(bad))
+
+
+def test_intensity_norm_resolves_per_modality_and_is_checked():
+    assert load_config("imagecas").preprocess.intensity_norm == "window"
+    assert load_config("tiny").preprocess.intensity_norm == "window"
+    assert load_config("brats").preprocess.intensity_norm == "nonzero"
+    assert config_from_dict({"preprocess": {"intensity_window": [-100, 300]}}).preprocess.intensity_norm == "window"
+    assert Config().preprocess.intensity_norm == "nonzero"
+    with pytest.raises(SegvolError, match="needs preprocess.intensity_window"):
+        config_from_dict({"preprocess": {"intensity_norm": "window"}})
+    with pytest.raises(SegvolError, match="'nonzero' takes no intensity_window"):
+        config_from_dict({"preprocess": {"intensity_norm": "nonzero", "intensity_window": [0, 1]}})
+    with pytest.raises(SegvolError, match="not one of"):
+        config_from_dict({"preprocess": {"intensity_norm": "zscore"}})
+    with pytest.raises(SegvolError, match="lo < hi"):
+        config_from_dict({"preprocess": {"intensity_window": [800, -200]}})
+
+
+def test_saved_configs_without_intensity_norm_keep_their_old_mapping(tmp_path):
+    old = config_to_dict(load_config("imagecas"))
+    del old["preprocess"]["intensity_norm"]
+    assert config_from_dict(old, saved=True).preprocess.intensity_norm == "window_nonzero"
+    assert config_from_dict(old).preprocess.intensity_norm == "window"  # a user's YAML: the new mapping
+    run_yaml = tmp_path / "config.yaml"
+    run_yaml.write_text(yaml.safe_dump(old))
+    assert load_config(str(run_yaml), saved=True).preprocess.intensity_norm == "window_nonzero"
+    mri = config_to_dict(load_config("brats"))
+    del mri["preprocess"]["intensity_norm"]
+    assert config_from_dict(mri, saved=True).preprocess.intensity_norm == "nonzero"  # unchanged for MRI
+
+
+def test_user_yaml_builds_on_shipped_presets_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./configs here
+    user = tmp_path / "mine" / "brats.yaml"  # even named like the preset it builds on
+    user.parent.mkdir()
+    user.write_text("base: brats\ntrain:\n  epochs: 3\n")
+    cfg = load_config(str(user))
+    assert cfg.data.dataset == "brats" and cfg.train.epochs == 3 and cfg.preprocess.roi_size == (96, 96, 96)
+    child = tmp_path / "mine" / "sub" / "child.yaml"
+    child.parent.mkdir()
+    child.write_text("base: ../brats.yaml\ntrain:\n  lr: 0.01\n")
+    cfg = load_config(str(child))
+    assert cfg.train.epochs == 3 and cfg.train.lr == 0.01 and cfg.data.dataset == "brats"
+
+
+def test_missing_base_is_one_line_error(tmp_path):
+    user = tmp_path / "mine.yaml"
+    user.write_text("base: bratz\n")
+    with pytest.raises(SegvolError, match="base 'bratz' is neither a YAML file beside it nor a preset") as err:
+        load_config(str(user))
+    assert "\n" not in str(err.value)
+    user.write_text("base: ../nowhere.yaml\n")
+    with pytest.raises(SegvolError, match="base '../nowhere.yaml' not found"):
+        load_config(str(user))

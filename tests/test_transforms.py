@@ -86,3 +86,27 @@ def test_elastic_deformation_is_off_by_default_and_keeps_labels_whole_when_on():
     assert out["label"].sum() > 0 and set(out["label"].unique().tolist()) <= {0.0, 1.0}  # nearest: no blending
     assert not torch.equal(out["label"], label)  # the ball was deformed
     assert set(out["image"].unique().tolist()) - {0.0, 100.0}  # bilinear: the image is interpolated
+
+
+def test_multi_file_images_keep_their_channels_when_cached_by_threads(tmp_path):
+    """CacheDataset fills the RAM cache from a thread pool sharing one LoadImaged; MONAI's NibabelReader kept the
+    file names of a read on the reader, so a label read in another thread cut a 4-file image to 1 channel (about
+    one volume in ten here, most runs of 16 volumes)."""
+    from segvol.data.registry import get_adapter
+    from segvol.training.data import cached_volumes
+
+    rng = np.random.default_rng(0)
+    records = []
+    for case in range(16):
+        seqs = [write_nifti(tmp_path / f"c{case}_{m}.nii.gz", rng.random((24, 24, 24), dtype=np.float32) + 0.1,
+                            np.eye(4)) for m in ("flair", "t1", "t1ce", "t2")]
+        seg = np.zeros((24, 24, 24), np.uint8)
+        seg[8:16, 8:16, 8:16] = 2
+        lab = write_nifti(tmp_path / f"c{case}_seg.nii.gz", seg, np.eye(4))
+        records.append({"id": f"c{case}", "image": [str(p) for p in seqs], "label": str(lab)})
+    cfg = load_config("tiny-brats", data={"cache": "ram"})
+    spec = get_adapter("brats").task_spec(cfg)
+    for _ in range(5):
+        volumes = cached_volumes(records, cfg, spec)
+        channels = [volumes[i]["image"].shape[0] for i in range(len(records))]
+        assert channels == [4] * len(records)

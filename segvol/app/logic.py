@@ -3,6 +3,7 @@ uploads, inference, slice rendering and metrics."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import tempfile
@@ -16,10 +17,12 @@ import numpy as np
 from segvol.config import env_path
 from segvol.errors import SegvolError
 
-__all__ = ["ModelChoice", "choose_model", "safe_name", "AppResult", "segment_upload", "render_slice",
+__all__ = ["ModelChoice", "choose_model", "data_dir", "server_path", "result_key", "safe_name",
+           "AppResult", "segment_upload", "render_slice",
            "dice_score", "DEFAULT_MODEL", "MAX_UPLOAD_MB", "AXES", "TreeView", "tree_view"]
 
 DEFAULT_MODEL = "models/model.onnx"
+DATA_DIR_ENV = "SEGVOL_APP_DATA_DIR"  # set by ``segvol app --data-dir``
 MAX_UPLOAD_MB = 1024
 AXES = {"axial (z)": 2, "coronal (y)": 1, "sagittal (x)": 0}
 
@@ -30,16 +33,39 @@ class ModelChoice:
     reason: str
 
 
+def data_dir() -> Path | None:
+    """The one folder whose files visitors may name by path (``segvol app --data-dir``); None: no server paths."""
+    folder = env_path(DATA_DIR_ENV)
+    return Path(folder).expanduser().resolve() if folder else None
+
+
+def server_path(typed: str, allowed: Path | None) -> Path:
+    """A path a visitor typed, resolved (``..`` and symbolic links followed) and accepted only inside ``allowed``.
+
+    Relative paths are taken inside ``allowed``. Without ``allowed``, reading server files is off.
+    """
+    text = typed.strip()
+    if allowed is None:
+        raise SegvolError(f"{text}: reading files on the server is off; upload the file, or start the app with "
+                          f"'segvol app --data-dir FOLDER' to allow paths inside FOLDER")
+    root = allowed.resolve()
+    path = (root / Path(text).expanduser()).resolve()  # an absolute path replaces root here
+    if not path.is_relative_to(root):
+        raise SegvolError(f"{text}: outside the app's data folder {root}; only paths inside it can be read")
+    return path
+
+
 def choose_model(uploaded: tuple[str, bytes] | None, typed: str | None, workdir: Path,
-                 default: str = DEFAULT_MODEL) -> ModelChoice:
-    """An uploaded .onnx first, else a typed path, else ``MODEL_PATH``, else ``models/model.onnx``."""
+                 default: str = DEFAULT_MODEL, allowed: Path | None = None) -> ModelChoice:
+    """An uploaded .onnx first, else a typed path (inside ``allowed`` only, see :func:`server_path`), else
+    ``MODEL_PATH`` (set by whoever started the app), else ``models/model.onnx``."""
     if uploaded is not None:
         name, data = uploaded
         path = workdir / safe_name(name, (".onnx",))
         path.write_bytes(data)
         return ModelChoice(path, f"uploaded file {name}")
     if typed and typed.strip():
-        return ModelChoice(Path(typed.strip()).expanduser(), "path typed in the sidebar")
+        return ModelChoice(server_path(typed, allowed), "path typed in the sidebar")
     from_env = env_path("MODEL_PATH")
     if from_env:
         return ModelChoice(Path(from_env), "MODEL_PATH environment variable")
@@ -53,6 +79,21 @@ def safe_name(name: str, suffixes: tuple[str, ...]) -> str:
     if not base.lower().endswith(suffixes):
         raise SegvolError(f"{name}: expected a {' or '.join(suffixes)} file")
     return base
+
+
+def result_key(files: list[tuple[str, bytes]], model: ModelChoice) -> str:
+    """What a result depends on, by content: the scans' bytes and the model file's bytes (SHA-256), so another scan
+    of the same name and size, or a replaced model, is segmented again."""
+    digest = hashlib.sha256()
+    for name, data in files:
+        digest.update(f"{len(name)}:{name}:{len(data)}:".encode())
+        digest.update(data)
+    digest.update(str(model.path).encode())
+    if model.path.is_file():
+        with open(model.path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass

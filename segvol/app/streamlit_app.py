@@ -7,29 +7,29 @@ from pathlib import Path
 
 import streamlit as st
 
-from segvol.app.logic import (AXES, MAX_UPLOAD_MB, choose_model, dice_score, mesh_stl, reference_mask,
-                              render_slice, segment_upload, tree_view)
+from segvol.app.logic import (AXES, MAX_UPLOAD_MB, choose_model, data_dir, dice_score, mesh_stl, reference_mask,
+                              render_slice, result_key, segment_upload, server_path, tree_view)
 from segvol.errors import SegvolError
 
 
-def _model_sidebar(workdir: Path):  # noqa: ANN202
+def _model_sidebar(workdir: Path, allowed: Path | None):  # noqa: ANN202
     st.sidebar.header("Model")
     upload = st.sidebar.file_uploader("ONNX model", type=["onnx"], key="model_upload")
-    typed = st.sidebar.text_input("…or a path on the server", key="model_path")
+    typed = st.sidebar.text_input(f"…or a path in {allowed}", key="model_path") if allowed else ""
     uploaded = (upload.name, upload.getvalue()) if upload is not None else None
-    choice = choose_model(uploaded, typed, workdir)
+    choice = choose_model(uploaded, typed, workdir, allowed=allowed)
     st.sidebar.caption(f"Using **{choice.path}** ({choice.reason})")
     return choice
 
 
-def _scan_inputs() -> list[tuple[str, bytes]]:
+def _scan_inputs(allowed: Path | None) -> list[tuple[str, bytes]]:
     files = st.file_uploader("Scan (.nii / .nii.gz; the 4 BraTS sequences for a BraTS model)",
                              accept_multiple_files=True, key="scan_upload")
-    typed = st.text_input("…or a scan path on the server", key="scan_path")
+    typed = st.text_input(f"…or a scan path in {allowed}", key="scan_path") if allowed else ""
     if files:
         return [(f.name, f.getvalue()) for f in files]
     if typed.strip():
-        path = Path(typed.strip()).expanduser()
+        path = server_path(typed, allowed)
         if not path.is_file():
             raise SegvolError(f"{path}: no such file")
         return [(path.name, path.read_bytes())]
@@ -80,11 +80,12 @@ def main() -> None:
     st.title("segvol: 3D segmentation viewer")
     st.caption(f"Uploads up to {MAX_UPLOAD_MB} MB; files are processed in a private temporary folder and deleted.")
     workdir = Path(st.session_state.setdefault("workdir", tempfile.mkdtemp(prefix="segvol-app-models-")))
+    allowed = data_dir()
     try:
-        model = _model_sidebar(workdir)
-        files = _scan_inputs()
+        model = _model_sidebar(workdir, allowed)
+        files = _scan_inputs(allowed)
         if files:
-            key = (str(model.path), tuple((n, len(b)) for n, b in files))
+            key = result_key(files, model)
             if st.session_state.get("result_key") != key:
                 with st.spinner("Segmenting…"):
                     st.session_state["result"] = segment_upload(files, model)

@@ -40,7 +40,7 @@ def run_cases(run_dir: str | Path, split: str | None = None, data_root: str | Pa
     if not (run_dir / "config.yaml").is_file():
         raise SegvolError(f"{run_dir}: not a run folder (no config.yaml); runs live under models/<run>")
     overrides = {"data": {"root": str(data_root)}} if data_root else {}
-    cfg = load_config(str(run_dir / "config.yaml"), **overrides)
+    cfg = load_config(str(run_dir / "config.yaml"), saved=True, **overrides)
     stored = read_split(run_dir / "split.json")
     name = pick_split(stored, split, run_dir)
     records = get_adapter(cfg.data.dataset).find_records(cfg.data.root, cfg.data.modalities)

@@ -72,8 +72,8 @@ def _load_torch(path: Path, device: torch.device) -> LoadedModel:
     def predict(x: torch.Tensor) -> torch.Tensor:
         return model(x.to(device))
 
-    return LoadedModel(predict, config_from_dict(ckpt["config"]), ckpt["task"], ckpt["network"], "pytorch",
-                       device, path, provider=str(device))
+    return LoadedModel(predict, config_from_dict(ckpt["config"], saved=True), ckpt["task"], ckpt["network"],
+                       "pytorch", device, path, provider=str(device))
 
 
 def onnx_providers(device: torch.device) -> list[Any]:
@@ -99,7 +99,7 @@ def _load_onnx(path: Path, device: torch.device) -> LoadedModel:
     if missing:
         raise SegvolError(f"{path}: ONNX model lacks segvol metadata ({', '.join(missing)}); export it with "
                           f"'segvol export-onnx'")
-    cfg = config_from_dict(json.loads(meta["segvol_config"]))
+    cfg = config_from_dict(json.loads(meta["segvol_config"]), saved=True)
     task, network = json.loads(meta["segvol_task"]), json.loads(meta["segvol_network"])
     inp = session.get_inputs()[0]
     if isinstance(inp.shape[1], int) and inp.shape[1] != task["in_channels"]:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from monai.data import PersistentDataset
+from monai.utils import convert_to_tensor
 
 from segvol.config import Config, config_to_dict
 from segvol.data import TaskSpec
 from segvol.data.records import Record
 from segvol.transforms import MAX_BG_INDICES, crop_indices, deterministic_prefix, random_part
+from segvol.utils import atomic_path
 
-__all__ = ["cache_key", "cached_volumes", "Augmented", "augment_seed", "estimate_cache_bytes"]
+__all__ = ["cache_key", "record_identity", "DiskCache", "cached_volumes", "Augmented", "augment_seed",
+           "estimate_cache_bytes"]
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 2  # bump when the prefix's code changes in a way the config does not show
+CACHE_FORMAT = 3  # bump when the prefix's code changes in a way the config does not show
+FILE_KEYS = ("image", "label")  # record keys holding file paths (one, or a list of sequences)
 
 
 def cache_key(cfg: Config, spec: TaskSpec) -> str:
@@ -27,6 +34,44 @@ def cache_key(cfg: Config, spec: TaskSpec) -> str:
     what = {"format": CACHE_FORMAT, "preprocess": config_to_dict(cfg.preprocess), "dataset": cfg.data.dataset,
             "labels": cfg.data.labels, "modalities": list(spec.modalities)}
     return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _files(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [f for v in value for f in _files(v)]
+    return [str(value)] if isinstance(value, (str, Path)) else []
+
+
+def record_identity(record: Record) -> bytes:
+    """Disk-cache name of one record: its paths and each file's size and modification time (ns), so a scan or
+    label regenerated at the same path is preprocessed again. A stat per file: cheap enough for every access."""
+    what: list[Any] = [[key, str(record[key])] for key in sorted(record) if key not in FILE_KEYS]
+    for key in FILE_KEYS:
+        for name in _files(record.get(key)):
+            try:
+                st = Path(name).stat()
+                what.append([key, str(Path(name).resolve()), st.st_size, st.st_mtime_ns])
+            except OSError:
+                what.append([key, name, None, None])  # missing: the prefix reports it when it loads the file
+    return hashlib.sha1(json.dumps(what).encode()).hexdigest().encode()
+
+
+class DiskCache(PersistentDataset):
+    """MONAI's PersistentDataset, with each file written to a temporary name in the cache folder and renamed into
+    place, so processes sharing the folder only ever read whole files (MONAI's own temporary folder may sit on
+    another file system, where its move is a copy that a reader can catch half-written)."""
+
+    def _cachecheck(self, item_transformed: Any) -> Any:
+        hashfile = Path(self.cache_dir) / f"{self.hash_func(item_transformed).decode()}{self.transform_hash}.pt"
+        if hashfile.is_file():
+            try:
+                return torch.load(hashfile, weights_only=self.weights_only)
+            except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # cut short outside segvol
+                log.warning("%s: unreadable cache file (%s); preprocessing again", hashfile, exc)
+        out = self._pre_transform(copy.deepcopy(item_transformed))
+        with atomic_path(hashfile) as tmp:
+            torch.save(convert_to_tensor(out, convert_numeric=False, track_meta=self.track_meta), tmp)
+        return out
 
 
 def estimate_cache_bytes(records: list[Record], cfg: Config) -> int:
@@ -55,7 +100,7 @@ def cached_volumes(records: list[Record], cfg: Config, spec: TaskSpec, device: t
     GPU's memory on CUDA), ``disk`` writes them to
     ``<data.root>/.cache/<cache_key>/`` for later runs, ``none`` recomputes every time.
     """
-    from monai.data import CacheDataset, Dataset, PersistentDataset
+    from monai.data import CacheDataset, Dataset
     from monai.transforms import Compose, EnsureTyped
 
     steps = deterministic_prefix(cfg, keys, spec.label_transforms)
@@ -74,7 +119,7 @@ def cached_volumes(records: list[Record], cfg: Config, spec: TaskSpec, device: t
         folder = Path(cfg.data.root) / ".cache" / cache_key(cfg, spec)
         folder.mkdir(parents=True, exist_ok=True)
         log.info("preprocessing cache: %s", folder)
-        return PersistentDataset(records, Compose(steps), cache_dir=folder)
+        return DiskCache(records, Compose(steps), cache_dir=folder, hash_func=record_identity)
     if mode == "none":
         return Dataset(records, Compose(steps))
     from segvol.errors import SegvolError

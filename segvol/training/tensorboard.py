@@ -52,10 +52,12 @@ def preview_image(image: Any, label: Any, pred: Any) -> np.ndarray:
 class TrainLogger:
     """Writes every numeric value of an epoch's metrics row (loss, val Dice per class, lr, time) as a scalar."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, purge_step: int | None = None) -> None:
+        """``purge_step``: on resume, the first epoch to run again; TensorBoard drops what an interrupted run had
+        written from that epoch on, so no epoch appears twice."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=purge_step)
 
     def log_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         groups = {"loss": "train", "lr": "train", "time_s": "train"}

@@ -28,6 +28,7 @@ from segvol.networks import build_network, network_args
 from segvol.training.checkpoint import save_checkpoint
 from segvol.training.distributed import (DistInfo, all_reduce_sum, broadcast_flag, init_distributed, shard,
                                          shutdown, weights_in_sync)
+from segvol.utils import atomic_path
 
 __all__ = ["Trainer", "TrainState", "FitResult", "fit", "build_state", "autocast_settings", "make_loss",
            "make_optimizer", "make_scheduler", "validate"]
@@ -138,7 +139,7 @@ class _MetricsLog:
         with open(self.path, newline="") as fh:
             rows = list(csv.reader(fh))
         keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
-        with open(self.path, "w", newline="") as fh:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as fh:  # a crash keeps the old file
             csv.writer(fh).writerows(keep)
 
     def append(self, row: dict[str, float]) -> None:

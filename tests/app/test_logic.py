@@ -5,17 +5,59 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segvol.app.logic import choose_model, dice_score, mesh_stl, render_slice, safe_name, segment_upload
+from segvol import api
+from segvol.app.logic import choose_model, dice_score, mesh_stl, render_slice, safe_name, segment_upload, server_path
 from segvol.errors import SegvolError
 
 
 def test_model_priority(tmp_path, monkeypatch):
     monkeypatch.setenv("MODEL_PATH", "/env/model.onnx")
     assert choose_model(("m.onnx", b"x"), "/typed.onnx", tmp_path).reason == "uploaded file m.onnx"
-    assert choose_model(None, "/typed.onnx", tmp_path).path == Path("/typed.onnx")
+    allowed = tmp_path / "data"
+    allowed.mkdir()
+    typed = choose_model(None, str(allowed / "typed.onnx"), tmp_path, allowed=allowed)
+    assert typed.path == (allowed / "typed.onnx").resolve() and typed.reason == "path typed in the sidebar"
     assert choose_model(None, "  ", tmp_path).reason == "MODEL_PATH environment variable"
     monkeypatch.delenv("MODEL_PATH")
     assert choose_model(None, None, tmp_path).path == Path("models/model.onnx")
+
+
+def test_server_paths_are_off_without_a_data_dir(tmp_path):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"x")
+    with pytest.raises(SegvolError, match="reading files on the server is off"):
+        choose_model(None, str(model), tmp_path)
+    with pytest.raises(SegvolError, match="reading files on the server is off"):
+        server_path(str(model), None)
+
+
+def test_server_paths_outside_the_data_dir_are_refused(tmp_path):
+    allowed = tmp_path / "data"
+    (allowed / "sub").mkdir(parents=True)
+    (allowed / "sub" / "scan.nii.gz").write_bytes(b"x")
+    secret = tmp_path / "secret.onnx"
+    secret.write_bytes(b"x")
+    (allowed / "link.onnx").symlink_to(secret)
+    assert server_path("sub/scan.nii.gz", allowed) == (allowed / "sub" / "scan.nii.gz").resolve()  # relative: inside
+    assert server_path(str(allowed / "sub" / "scan.nii.gz"), allowed) == (allowed / "sub" / "scan.nii.gz").resolve()
+    for outside in (str(secret), "../secret.onnx", "sub/../../secret.onnx", "link.onnx", "/etc/passwd", "~"):
+        with pytest.raises(SegvolError, match="outside the app's data folder"):
+            server_path(outside, allowed)
+    with pytest.raises(SegvolError, match="outside the app's data folder"):
+        choose_model(None, str(secret), tmp_path, allowed=allowed)
+
+
+def test_results_are_keyed_by_content(tmp_path):
+    from segvol.app.logic import ModelChoice, result_key
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"weights-1")
+    choice = ModelChoice(model, "test")
+    key = result_key([("scan.nii.gz", b"AAAA")], choice)
+    assert result_key([("scan.nii.gz", b"AAAA")], choice) == key  # the same scan: the cached result
+    assert result_key([("scan.nii.gz", b"AAAB")], choice) != key  # same name and size, other scan
+    model.write_bytes(b"weights-2")  # a replaced model at the same path
+    assert result_key([("scan.nii.gz", b"AAAA")], choice) != key
 
 
 def test_upload_names_cannot_escape(tmp_path):
@@ -25,20 +67,25 @@ def test_upload_names_cannot_escape(tmp_path):
         safe_name("scan.png", (".nii", ".nii.gz"))
 
 
-def test_segment_upload_and_render(onnx_model, imagecas_small):
+def test_segment_upload_and_render(onnx_model, imagecas_small, tmp_path):
     from segvol.app.logic import ModelChoice
 
     data = (imagecas_small / "3.img.nii.gz").read_bytes()
     res = segment_upload([("../3.img.nii.gz", data)], ModelChoice(onnx_model, "test"), device="cpu")
     assert res.mask.shape == res.image.shape and res.mask_bytes[:2] == b"\x1f\x8b" and res.seconds > 0
+    assert res.mask.any()  # the untrained model paints something here; an empty mask would test nothing
+    (direct,) = api.infer(inputs=[imagecas_small / "3.img.nii.gz"], model=onnx_model, device="cpu",
+                          out=tmp_path / "direct.nii.gz")
+    assert np.array_equal(res.mask, direct.labels)  # the app shows what segvol infer writes
     mask = np.zeros_like(res.mask)
     mask[10:20, 10:20, :] = 1
     rgb = render_slice(res.image, mask, axis=2, index=5, opacity=1.0)
     red = (rgb[..., 0] == 255) & (rgb[..., 1] == 0) & (rgb[..., 2] == 0)
     assert red.sum() == 100
-    assert render_slice(res.image, mask, 2, 5, 0.0)[..., 0][red].std() >= 0  # opacity 0 leaves the scan grey
-    assert not ((render_slice(res.image, mask, 2, 5, 0.0)[..., 0] == 255)
-                & (render_slice(res.image, mask, 2, 5, 0.0)[..., 1] == 0)).any()
+    hidden, plain = render_slice(res.image, mask, 2, 5, 0.0), render_slice(res.image, np.zeros_like(mask), 2, 5, 1.0)
+    assert np.array_equal(hidden, plain)  # opacity 0: the scan exactly as without a mask
+    assert (hidden[..., 0] == hidden[..., 1]).all() and (hidden[..., 1] == hidden[..., 2]).all()  # grey
+    assert hidden[..., 0][red].std() > 0  # the scan's own texture shows where the mask is
 
     stl = mesh_stl(mask, res.affine)  # the box's surface, in the scan's millimetres
     n = int.from_bytes(stl[80:84], "little")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import json
 
+import nibabel as nib
+import numpy as np
+import pytest
+
 from segvol import api
 from segvol.cli import main
 from segvol.config import load_config
@@ -31,7 +35,11 @@ def test_train_evaluate_test_split_and_report(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["split"] == "test" and summary["cases"] == 1 and summary["worst"][0]["readings"]["artery"]
     case = split["test"][0]
-    assert (out / "predictions" / f"{case}_seg.nii.gz").is_file()
+    pred = np.asarray(nib.load(str(out / "predictions" / f"{case}_seg.nii.gz")).dataobj)
+    assert pred.any() and not pred.all()  # the metrics describe a real mask, not an empty one
+    ref = np.asarray(nib.load(str(data / f"{case}.label.nii.gz")).dataobj) > 0
+    dice = 2 * ((pred > 0) & ref).sum() / ((pred > 0).sum() + ref.sum())
+    assert dice > 0 and float(rows[0]["dice"]) == pytest.approx(dice, rel=1e-4)  # computed by hand here
     for name in ("scores.png", "training_curves.png", f"{case}_artery.png", f"{case}.gif"):
         assert (out / "figures" / name).stat().st_size > 2000, name
 

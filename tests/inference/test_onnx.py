@@ -25,8 +25,12 @@ def test_onnx_and_torch_give_the_same_mask(tmp_path, untrained_ckpt, imagecas_sm
     scan = imagecas_small / "2.img.nii.gz"
     (a,) = api.infer(inputs=[scan], model=onnx_path, out=tmp_path / "a.nii.gz", device="cpu")
     (b,) = api.infer(inputs=[scan], model=untrained_ckpt, out=tmp_path / "b.nii.gz", device="cpu")
+    assert a.labels.any() and b.labels.any(), "the untrained model must paint something for this to compare"
+    assert not a.labels.all() and not b.labels.all()
     agree = (a.labels == b.labels).mean()
     assert agree > 0.999
+    fa, fb = a.labels > 0, b.labels > 0
+    assert 2 * (fa & fb).sum() / (fa.sum() + fb.sum()) > 0.99  # the same foreground, not only the same background
 
 
 def test_broken_onnx_is_a_clear_error(tmp_path):

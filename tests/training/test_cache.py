@@ -27,25 +27,68 @@ def _records_and_spec(cfg):
     return groups["train"][:2], spec
 
 
+def _cache_files(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
 def test_disk_cache_hits_and_is_invalidated_by_the_prefix_config(data):
     cfg = load_config("tiny", ["data.cache=disk"], data={"root": str(data)})
     records, spec = _records_and_spec(cfg)
     first = [cached_volumes(records, cfg, spec)[i] for i in range(2)]
     folder = data / ".cache" / cache_key(cfg, spec)
-    assert len(list(folder.iterdir())) == 2
+    written = _cache_files(folder)
+    assert len(written) == 2 and not any(name.startswith(".") for name in written)  # no temporary files left
 
-    for rec in records:  # the sources are gone: only a cache hit can still produce the volumes
-        for path in (rec["image"], rec["label"]):
-            Path(path).unlink()
     again = [cached_volumes(records, cfg, spec)[i] for i in range(2)]
+    assert _cache_files(folder) == written  # read back: nothing preprocessed or rewritten
     for a, b in zip(first, again):
         assert torch.equal(torch.as_tensor(a["image"]), torch.as_tensor(b["image"]))
 
     assert cache_key(cfg.replace(train={"lr": 0.5}), spec) == cache_key(cfg, spec)  # not a preprocessing change
     other = cfg.replace(preprocess={"spacing": [1.5, 1.5, 1.5]})
     assert cache_key(other, spec) != cache_key(cfg, spec)
-    with pytest.raises(Exception):  # a new key means recomputing, which needs the deleted sources
-        cached_volumes(records, other, spec)[0]
+    assert cached_volumes(records, other, spec)[0]["image"].shape != first[0]["image"].shape
+    assert len(list((data / ".cache" / cache_key(other, spec)).iterdir())) == 1
+
+
+def test_regenerated_label_at_the_same_path_is_preprocessed_again(data):
+    import nibabel as nib
+
+    cfg = load_config("tiny", ["data.cache=disk"], data={"root": str(data)})
+    records, spec = _records_and_spec(cfg)
+    before = cached_volumes(records, cfg, spec)[0]
+    assert before["label"].sum() > 0
+    label_path = Path(records[0]["label"])
+    old = nib.load(str(label_path))
+    fixed = np.zeros(old.shape, np.uint8)
+    fixed[2:12, 2:12, 2:12] = 1  # a corrected label: a different mask in the same file
+    nib.save(nib.Nifti1Image(fixed, old.affine, old.header), str(label_path))
+
+    after = cached_volumes(records, cfg, spec)[0]
+    assert after["label"].sum() > 0
+    assert not torch.equal(torch.as_tensor(after["label"]), torch.as_tensor(before["label"]))
+    assert after["label"].sum() == pytest.approx(10**3 * np.prod(old.header.get_zooms()[:3]), rel=0.3)
+
+
+def test_disk_cache_files_appear_whole_by_rename(data, monkeypatch):
+    """Each cache file is written under a temporary name in the cache folder and renamed into place."""
+    import os
+
+    cfg = load_config("tiny", ["data.cache=disk"], data={"root": str(data)})
+    records, spec = _records_and_spec(cfg)
+    folder = data / ".cache" / cache_key(cfg, spec)
+    renames = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        renames.append((Path(src), Path(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    cached_volumes(records[:1], cfg, spec)[0]
+    assert len(renames) == 1
+    src, dst = renames[0]
+    assert src.parent == dst.parent == folder and dst.suffix == ".pt" and src.name.startswith(".")
 
 
 def test_crop_positions_are_stored_and_used(data):

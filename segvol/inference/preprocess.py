@@ -1,0 +1,64 @@
+"""What the network sees: a scan through the deterministic prefix (orientation, 1 mm resampling, intensity
+normalisation, padding), written as NIfTI on the 1 mm grid so it can be checked in a viewer.
+
+``preprocess_volume`` is the array core (a MetaTensor out); ``preprocess_file`` writes it atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segvol.config import Config
+from segvol.errors import SegvolError, first_line
+
+__all__ = ["Grid", "preprocess_volume", "preprocess_file"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The shape and affine of the preprocessed volume (what :func:`segvol.inference.nifti.save_like` needs)."""
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
+
+
+def preprocess_volume(cfg: Config, image_input: Any) -> Any:
+    """``image_input`` (a file, a DICOM series folder, or the sequence files of one multi-channel scan) through
+    the inference prefix of ``cfg``: a (C, H, W, D) float32 MetaTensor on the 1 mm grid, its affine in RAS mm."""
+    from monai.transforms import Compose
+
+    from segvol.transforms import deterministic_prefix
+
+    try:
+        return Compose(deterministic_prefix(cfg, keys=("image",)))({"image": image_input})["image"]
+    except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the file in the message
+        cause = exc.__cause__ or exc
+        name = image_input[0] if isinstance(image_input, (list, tuple)) else image_input
+        raise SegvolError(f"{name}: cannot preprocess ({type(cause).__name__}: "
+                          f"{first_line(cause, empty='unreadable?')})") from exc
+
+
+def preprocess_file(cfg: Config, image_input: Any, out: str | Path, overwrite: bool = False) -> Path:
+    """Write :func:`preprocess_volume` of ``image_input`` to ``out`` (float32 NIfTI; channels last when several)."""
+    from segvol.inference.nifti import save_like
+    from segvol.utils import check_writable_target
+
+    out = check_writable_target(out, overwrite)
+    inputs = image_input if isinstance(image_input, (list, tuple)) else [image_input]
+    if any(Path(p).resolve() == out.resolve() for p in inputs):
+        raise SegvolError(f"{out}: is the input scan; choose another output name")
+    image = preprocess_volume(cfg, image_input)
+    array = np.asarray(image.detach().cpu(), dtype=np.float32)
+    array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    affine = np.asarray(image.affine.detach().cpu(), dtype=np.float64)
+    save_like(array, Grid(tuple(array.shape[:3]), affine), out, dtype=np.float32)
+    log.info("wrote %s: %s voxels at %s mm, intensity %s", out, "x".join(map(str, array.shape)),
+             "x".join(f"{s:g}" for s in cfg.preprocess.spacing), cfg.preprocess.intensity_norm)
+    return out
