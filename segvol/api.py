@@ -349,7 +349,7 @@ def _output_paths(inputs: list[Any], out: str | Path | None, out_dir: str | Path
 
 def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path | None = None,
           out_dir: str | Path | None = None, device: str = "auto", sw_batch_size: int | None = None,
-          overlap: float | None = None, overwrite: bool = False, models_dir: str | Path = "models",
+          overlap: float | str | None = None, overwrite: bool = False, models_dir: str | Path = "models",
           progress: bool = False, tta: bool = False, amp: bool = False,
           outputs: str | Sequence[str] | None = None) -> list[Any]:
     """Segment each input scan and write its outputs on the scan's own grid. Returns one Prediction per input.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["DEVICE_HELP", "device", "positive_int", "count", "fraction"]
+__all__ = ["DEVICE_HELP", "device", "positive_int", "count", "fraction", "overlap"]
 
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"
 
@@ -45,3 +45,8 @@ def fraction(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"{value}: must be in [0, 1)")
     return value
+
+
+def overlap(text: str) -> float | str:
+    """``auto`` or a number in [0, 1) (sliding-window overlap)."""
+    return "auto" if text.strip().lower() == "auto" else fraction(text)

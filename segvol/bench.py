@@ -21,7 +21,7 @@ import torch
 from segvol.config import Config, config_to_dict
 from segvol.utils import atomic_path
 
-__all__ = ["run_bench", "format_table"]
+__all__ = ["run_bench", "format_table", "inference_table", "plain_monai_infer", "mask_dice"]
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +103,41 @@ def pipeline(cfg: Config, spec: Any, records: list, device: torch.device, steps:
     return out
 
 
-def inference(cfg: Config, spec: Any, image_path: Path, device: torch.device, workdir: Path) -> dict[str, float]:
-    """Sliding window per volume with PyTorch and ONNX Runtime, and one whole ``infer`` (load to save)."""
+def _untrained_models(cfg: Config, spec: Any, workdir: Path) -> tuple[Path, Path]:
+    """An untrained checkpoint of the configured network and its ONNX export (speed does not depend on weights)."""
     from segvol import api
-    from segvol.inference.backends import load_model
-    from segvol.inference.predictor import _prefix
     from segvol.networks import build_network, network_args
     from segvol.training.checkpoint import save_checkpoint
-    from segvol.inference.core import sliding_window
 
     args = network_args(cfg, spec.in_channels, spec.out_channels)
     ckpt = workdir / "bench.pt"
+    torch.manual_seed(0)
     save_checkpoint(ckpt, {"config": config_to_dict(cfg), "network": args, "task": spec.as_dict(),
                            "state_dict": build_network(args).state_dict()})
-    onnx_path = api.export_onnx(checkpoint=ckpt, out=workdir / "bench.onnx").path
+    return ckpt, api.export_onnx(checkpoint=ckpt, out=workdir / "bench.onnx").path
+
+
+def mask_dice(a_path: Path, b_path: Path) -> float:
+    """Dice of the foreground (any label) of two masks on one grid; NaN when both are empty."""
+    import nibabel as nib
+    import numpy as np
+
+    a = np.asanyarray(nib.load(str(a_path)).dataobj) > 0
+    b = np.asanyarray(nib.load(str(b_path)).dataobj) > 0
+    total = int(a.sum()) + int(b.sum())
+    return float("nan") if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def inference(cfg: Config, spec: Any, image_path: Path, device: torch.device, workdir: Path) -> dict[str, float]:
+    """Sliding window per volume with PyTorch and ONNX Runtime; one whole ``segvol infer`` (the ONNX model on the
+    CPU, the checkpoint on CUDA; default settings) stage by stage; the plain MONAI recipe on the same scan right
+    after it, stage by stage; the speed-up and the Dice agreement of the two masks."""
+    from segvol import api
+    from segvol.inference.backends import load_model
+    from segvol.inference.core import sliding_window
+    from segvol.inference.predictor import _prefix
+
+    ckpt, onnx_path = _untrained_models(cfg, spec, workdir)
     out: dict[str, float] = {}
     for name, path in (("pytorch", ckpt), ("onnxruntime", onnx_path)):
         model = load_model(path, device if name == "pytorch" else torch.device("cpu"))
@@ -124,26 +145,43 @@ def inference(cfg: Config, spec: Any, image_path: Path, device: torch.device, wo
         with torch.inference_mode():
             out[f"sliding_window_s_{name}"] = _timed(lambda: sliding_window(model.predict, image, cfg),
                                                      model.device, repeat=1, warmup=1)
+    fast_model = ckpt if device.type == "cuda" else onnx_path
     start = time.perf_counter()
-    (pred,) = api.infer(inputs=[image_path], model=ckpt, out=workdir / "seg.nii.gz", device=str(device),
+    (pred,) = api.infer(inputs=[image_path], model=fast_model, out=workdir / "seg.nii.gz", device=str(device),
                         overwrite=True)
     out["infer_end_to_end_s"] = time.perf_counter() - start
     out.update({f"infer_{k}_s": v for k, v in pred.timings.items()})
-    out["infer_plain_monai_s"] = plain_monai_infer(load_model(ckpt, device), image_path, workdir / "plain")
+    out["infer_around_network_s"] = sum(pred.timings.get(k, 0.0) for k in ("load", "preprocess", "invert", "save"))
+    stages: dict[str, Any] = {}
+    out["infer_plain_monai_s"] = plain_monai_infer(load_model(ckpt, device), image_path, workdir / "plain", stages)
+    out.update({f"plain_{k}_s": v for k, v in stages.items() if k != "mask"})
     out["infer_speedup_vs_plain_monai"] = out["infer_plain_monai_s"] / out["infer_end_to_end_s"]
+    out["infer_dice_vs_plain_monai"] = mask_dice(workdir / "seg.nii.gz", stages["mask"])
     return out
 
 
-def plain_monai_infer(model: Any, image_path: Path, out_dir: Path) -> float:
-    """Seconds for one scan through the usual MONAI tutorial recipe, as the reference for ``segvol infer``: the
-    same preprocessing, sliding window, softmax, ``Invertd`` of the full probability map back to the input grid
-    (bilinear), ``AsDiscreted(argmax)`` there, and ``SaveImaged`` (float32)."""
+def _plain_prefix(model: Any) -> Any:
+    """segvol's prefix as a plain MONAI user writes it: MONAI's own NIfTI reader, float64 resampling grid."""
     import monai.transforms as mt
 
-    from segvol.inference.predictor import _prefix
+    from segvol.transforms import deterministic_prefix
+
+    steps = [mt.Spacingd(keys=t.keys, pixdim=model.cfg.preprocess.spacing, mode="bilinear")
+             if isinstance(t, mt.Spacingd) else t for t in deterministic_prefix(model.cfg, keys=("image",))]
+    return mt.Compose(steps)
+
+
+def plain_monai_infer(model: Any, image_path: Path, out_dir: Path, stages: dict[str, Any] | None = None) -> float:
+    """Seconds for one scan through the usual MONAI tutorial recipe, as the reference for ``segvol infer``: the
+    same preprocessing (MONAI defaults), sliding window at overlap 0.25, softmax, ``Invertd`` of the full
+    probability map back to the input grid (bilinear), ``AsDiscreted(argmax)`` there, and ``SaveImaged``
+    (float32). ``stages``, when given, receives seconds per stage and the written ``mask`` path."""
+    import monai.transforms as mt
+    from monai.data import MetaTensor
+
     from segvol.inference.core import sliding_window
 
-    prefix = _prefix(model)
+    prefix = _plain_prefix(model)
     post = mt.Compose([
         mt.Activationsd(keys="pred", softmax=model.task["activation"] == "softmax",
                         sigmoid=model.task["activation"] == "sigmoid"),
@@ -152,17 +190,26 @@ def plain_monai_infer(model: Any, image_path: Path, out_dir: Path) -> float:
         mt.SaveImaged(keys="pred", output_dir=str(out_dir), output_postfix="seg", separate_folder=False,
                       print_log=False),
     ])
+    times: dict[str, Any] = {}
     _sync(model.device)
-    start = time.perf_counter()
+    start = clock = time.perf_counter()
     data = prefix({"image": str(image_path)})
+    times["load_preprocess"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     with torch.inference_mode():
-        logits = sliding_window(model.predict, data["image"].unsqueeze(0).to(model.device), model.cfg)[0]
-    from monai.data import MetaTensor
-
+        logits = sliding_window(model.predict, data["image"].unsqueeze(0).to(model.device), model.cfg,
+                                overlap=0.25)[0]
+    _sync(model.device)
+    times["inference"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     data["pred"] = MetaTensor(logits.cpu(), meta=dict(data["image"].meta))
     post(data)
-    _sync(model.device)
-    return time.perf_counter() - start
+    times["invert_argmax_save"] = time.perf_counter() - clock
+    total = time.perf_counter() - start
+    if stages is not None:
+        stem = Path(str(image_path)).name.split(".nii")[0]
+        stages.update(times, mask=next(Path(out_dir).glob(f"{stem}_seg.nii*")))
+    return total
 
 
 def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = "small", steps: int = 10,
@@ -202,10 +249,30 @@ def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = 
     return results
 
 
+def inference_table(results: dict[str, Any]) -> str:
+    """segvol's ``infer`` and the plain MONAI recipe side by side, stage by stage (seconds)."""
+    def cell(*keys: str) -> str:
+        values = [results[k] for k in keys if k in results]
+        return f"{sum(values):.2f}" if values else "-"
+
+    rows = [("load + preprocess", cell("infer_load_s", "infer_preprocess_s"), cell("plain_load_preprocess_s")),
+            ("sliding window", cell("infer_inference_s"), cell("plain_inference_s")),
+            ("post-process", cell("infer_postprocess_s"), "-"),
+            ("invert + argmax + save", cell("infer_invert_s", "infer_save_s"), cell("plain_invert_argmax_save_s")),
+            ("end to end (incl. model load)", cell("infer_end_to_end_s"), cell("infer_plain_monai_s"))]
+    lines = [f"{'stage':<30}{'segvol':>10}{'plain MONAI':>14}"]
+    lines += [f"{name:<30}{a:>10}{b:>14}" for name, a, b in rows]
+    lines.append(f"speed-up {results['infer_speedup_vs_plain_monai']:.2f}x; mask Dice segvol vs plain "
+                 f"{results.get('infer_dice_vs_plain_monai', float('nan')):.4f}")
+    return "\n".join(lines)
+
+
 def format_table(results: dict[str, Any]) -> str:
     width = max(len(k) for k in results)
     lines = []
     for key, value in results.items():
         text = f"{value:.3f}" if isinstance(value, float) else str(value)
         lines.append(f"{key:<{width}}  {text}")
+    if "infer_plain_monai_s" in results:
+        lines += ["", inference_table(results)]
     return "\n".join(lines)

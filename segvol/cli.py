@@ -11,7 +11,7 @@ from pathlib import Path
 
 from segvol.argtypes import DEVICE_HELP
 from segvol.argtypes import device as _device
-from segvol.argtypes import fraction as _fraction
+from segvol.argtypes import overlap as _overlap
 from segvol.argtypes import positive_int as _positive_int
 from segvol.errors import SegvolError, first_line
 from segvol.evaluation import commands as evaluation_commands  # argparse only: evaluate, report, mesh
@@ -127,7 +127,8 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", default=None, help="folder for the outputs (default: beside each input)")
     p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
     p.add_argument("--sw-batch-size", type=_positive_int, default=None, help="windows per forward pass")
-    p.add_argument("--overlap", type=_fraction, default=None, help="sliding-window overlap in [0, 1)")
+    p.add_argument("--overlap", type=_overlap, default=None,
+                   help="sliding-window overlap: auto (the fewest windows, spread evenly) or a fraction in [0, 1)")
     p.add_argument("--tta", action="store_true", help="average over three axis flips (4x the inference time)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (PyTorch models on CUDA)")
     p.add_argument("--output", dest="outputs", action="append", default=None, metavar="FORMATS",

@@ -147,13 +147,22 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class InferConfig:
-    overlap: float = 0.25
+    overlap: float | str = "auto"  # "auto": fewest windows per axis, spread evenly; or a fraction in [0, 1)
+    min_overlap: float = 0.1  # "auto": least overlap between neighbouring windows, as a fraction of the window
     sw_batch_size: int = 4
     blend: str = "gaussian"  # "gaussian" or "constant"
     min_component_mm3: float = 0.0  # post-processing: drop components smaller than this (0 = off)
     keep_largest: int = 0  # keep only the K largest components per class (0 = all; ImageCAS: 2 trees)
     fill_holes: bool = False  # fill enclosed holes in each class
     device_transforms: bool = True  # resample, normalise and invert on the model's device (the GPU on CUDA)
+
+    def __post_init__(self) -> None:
+        ok = self.overlap == "auto" or (isinstance(self.overlap, (int, float)) and not isinstance(self.overlap, bool)
+                                        and 0 <= self.overlap < 1)
+        if not ok:
+            raise SegvolError(f"config infer.overlap: expected 'auto' or a number in [0, 1), got {self.overlap!r}")
+        if not 0 <= self.min_overlap < 1:
+            raise SegvolError(f"config infer.min_overlap: expected a number in [0, 1), got {self.min_overlap!r}")
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def deterministic_prefix(cfg: Config, keys: Sequence[str] = ("image", "label"),
         steps += list(label_transforms)
     steps += [
         mt.Orientationd(keys=keys, axcodes=pp.orientation),
-        mt.Spacingd(keys=keys, pixdim=pp.spacing, mode=modes),
+        mt.Spacingd(keys=keys, pixdim=pp.spacing, mode=modes, dtype=np.float32),  # float64 by default: 2x the memory
     ]
     steps += intensity_steps(cfg)
     steps.append(mt.SpatialPadd(keys=keys, spatial_size=pp.roi_size))

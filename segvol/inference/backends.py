@@ -14,7 +14,7 @@ import torch
 from segvol.config import Config, config_from_dict
 from segvol.errors import SegvolError, first_line
 
-__all__ = ["LoadedModel", "load_model", "require_device", "ONNX_META_KEYS"]
+__all__ = ["LoadedModel", "load_model", "require_device", "ONNX_META_KEYS", "session_options"]
 
 log = logging.getLogger(__name__)
 ONNX_META_KEYS = ("segvol_config", "segvol_network", "segvol_task")
@@ -87,11 +87,27 @@ def onnx_providers(device: torch.device) -> list[Any]:
     return ["CPUExecutionProvider"]
 
 
+def session_options(threads: int | None = None) -> Any:
+    """ONNX Runtime settings for one large convolutional graph on the CPU: every graph optimisation, one
+    intra-op thread per physical core (PyTorch's default count; ORT's own default oversubscribes shared or
+    hyper-threaded machines), nodes run one after another, and the memory arena kept so that consecutive windows
+    reuse their buffers."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.enable_cpu_mem_arena = True
+    return options
+
+
 def _load_onnx(path: Path, device: torch.device) -> LoadedModel:
     import onnxruntime as ort
 
     try:
-        session = ort.InferenceSession(str(path), providers=onnx_providers(device))
+        session = ort.InferenceSession(str(path), session_options(), providers=onnx_providers(device))
     except Exception as exc:  # onnxruntime raises its own exception types for broken files
         raise SegvolError(f"{path}: not a loadable ONNX model ({first_line(exc)})") from exc
     meta = session.get_modelmeta().custom_metadata_map

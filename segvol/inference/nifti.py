@@ -14,11 +14,69 @@ from segvol.utils import atomic_path
 
 __all__ = ["read_header", "check_volume", "check_image", "save_like", "grid_mismatch", "NIFTI_SUFFIXES",
            "strip_nifti_suffix", "nifti_stem", "image_from_bytes", "is_in_memory", "Grid", "GRID_ATOL",
-           "image_like", "as_image", "load_in_memory", "IN_MEMORY"]
+           "image_like", "as_image", "load_in_memory", "IN_MEMORY", "fast_nifti_reader", "c_order_float32", "gunzip",
+           "gzip_bytes", "write_nifti"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 IN_MEMORY = "<in-memory scan>"  # what errors and metadata call a scan given as an object
 GRID_ATOL = 1e-3  # mm (and direction cosines): two grids closer than this are one grid
+_BLOCK = 32  # voxels per block edge of the Fortran-to-C copy: keeps both sides of the copy in the CPU cache
+
+
+def gunzip(raw: bytes) -> bytes:
+    """Decompress a whole gzip stream: ISA-L (``isal``, about 2x zlib) when installed, else zlib."""
+    try:
+        from isal import igzip
+    except ImportError:  # optional speed-up
+        return gzip.decompress(raw)
+    return igzip.decompress(raw)
+
+
+def gzip_bytes(raw: bytes, level: int = 1) -> bytes:
+    """Compress ``raw`` as one gzip stream (nibabel's level 1 by default): ISA-L when installed, else zlib."""
+    try:
+        from isal import igzip
+    except ImportError:
+        return gzip.compress(raw, compresslevel=level)
+    return igzip.compress(raw, compresslevel=min(level, 3))
+
+
+def c_order_float32(array: np.ndarray) -> np.ndarray:
+    """``array`` as a C-ordered float32 copy. NIfTI data is Fortran-ordered and MONAI wants C order; numpy's
+    one-call copy walks the input with a stride of a whole slab and runs 2-3x slower than this blocked copy."""
+    if array.flags.c_contiguous:
+        return np.asarray(array, dtype=np.float32)
+    out = np.empty(array.shape, dtype=np.float32)
+    if array.ndim < 2:
+        out[...] = array
+        return out
+    for i in range(0, array.shape[0], _BLOCK):
+        for j in range(0, array.shape[1], _BLOCK):
+            out[i:i + _BLOCK, j:j + _BLOCK] = array[i:i + _BLOCK, j:j + _BLOCK]
+    return out
+
+
+def fast_nifti_reader():  # noqa: ANN201  (a monai.data.NibabelReader)
+    """MONAI's ``NibabelReader`` (same metadata, same array) that gunzips the whole file at once with
+    :func:`gunzip` and hands ``LoadImage`` a C-ordered float32 array, so that its own Fortran-to-C copy and
+    float conversion have nothing left to do. Register it on an inference ``LoadImaged``."""
+    import nibabel as nib
+    from monai.data import NibabelReader
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    class FastNiftiReader(NibabelReader):
+        def read(self, data, **kwargs):  # noqa: ANN001, ANN201
+            names = data if isinstance(data, (list, tuple)) else [data]
+            if len(names) != 1 or not str(names[0]).lower().endswith(".nii.gz") or self.kwargs or kwargs:
+                return super().read(data, **kwargs)
+            self.filenames = (names[0],)
+            raw = Path(names[0]).read_bytes()
+            return correct_nifti_header_if_necessary(nib.Nifti1Image.from_bytes(gunzip(raw)))
+
+        def _get_array_data(self, img, filename):  # noqa: ANN001, ANN202
+            return c_order_float32(np.asanyarray(img.dataobj))
+
+    return FastNiftiReader()
 
 
 def nifti_stem(name: str) -> str | None:
@@ -163,11 +221,9 @@ def image_like(array: np.ndarray, reference, dtype: type = np.uint8, name: str =
 
 def save_like(array: np.ndarray, reference, path: str | Path, dtype: type = np.uint8) -> None:  # noqa: ANN001
     """Save ``array`` on ``reference``'s grid (see :func:`image_like`), written atomically."""
-    import nibabel as nib
-
     out = image_like(array, reference, dtype, name=str(path))
     with atomic_path(path) as tmp:
-        nib.save(out, str(tmp))
+        write_nifti(out, tmp)
 
 
 def as_image(array: np.ndarray, affine: np.ndarray):  # noqa: ANN201
@@ -201,3 +257,15 @@ def load_in_memory(image_input) -> dict:  # noqa: ANN001
     meta = switch_endianness(meta, "<")
     meta[ImageMetaKey.FILENAME_OR_OBJ] = IN_MEMORY
     return {"image": MetaTensor.ensure_torch_and_prune_meta(np.asarray(array, dtype=np.float32), meta)}
+
+
+def write_nifti(image, path: Path) -> None:  # noqa: ANN001  (a nibabel image)
+    """``nib.save``, except that ``.nii.gz`` is compressed in one call by :func:`gzip_bytes` (ISA-L when present;
+    the same single gzip stream nibabel writes)."""
+    import nibabel as nib
+
+    if str(path).lower().endswith(".gz"):
+        with open(path, "wb") as fh:
+            fh.write(gzip_bytes(image.to_bytes()))
+    else:
+        nib.save(image, str(path))

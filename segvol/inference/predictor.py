@@ -17,9 +17,9 @@ import torch
 
 from segvol.errors import SegvolError, first_line
 from segvol.inference.backends import LoadedModel
-from segvol.inference.core import sliding_window, stitch_device, to_label_index
-from segvol.inference.nifti import (IN_MEMORY, Grid, check_image, check_volume, grid_mismatch, image_like,
-                                   is_in_memory, load_in_memory)
+from segvol.inference.core import axis_gather_plan, gather_labels, sliding_window, stitch_device, to_label_index
+from segvol.inference.nifti import (IN_MEMORY, Grid, check_image, check_volume, fast_nifti_reader, grid_mismatch,
+                                   image_like, is_in_memory, load_in_memory)
 from segvol.inference.postprocess import postprocess
 from segvol.transforms import deterministic_prefix, inverse_transform
 
@@ -65,12 +65,16 @@ def regions_to_labels(bits: torch.Tensor, task: dict[str, Any]) -> torch.Tensor:
 
 
 def _prefix(model: LoadedModel) -> Any:
-    from monai.transforms import Compose
+    """The training prefix for the image alone; its loader reads ``.nii.gz`` with :func:`fast_nifti_reader`."""
+    from monai.transforms import Compose, LoadImaged
 
-    return Compose(deterministic_prefix(model.cfg, keys=("image",)))
+    prefix = Compose(deterministic_prefix(model.cfg, keys=("image",)))
+    if isinstance(prefix.transforms[0], LoadImaged):
+        prefix.transforms[0].register(fast_nifti_reader())
+    return prefix
 
 
-def _windows(model: LoadedModel, x: torch.Tensor, sw_batch_size: int | None, overlap: float | None,
+def _windows(model: LoadedModel, x: torch.Tensor, sw_batch_size: int | None, overlap: float | str | None,
              progress: bool, amp: bool) -> torch.Tensor:
     """Sliding-window logits of one input; the output is stitched on the CPU when it would not fit on the
     accelerator (decided up front, and again after an out-of-memory error)."""
@@ -96,7 +100,7 @@ def _windows(model: LoadedModel, x: torch.Tensor, sw_batch_size: int | None, ove
         return run(torch.device("cpu"))
 
 
-def _logits(model: LoadedModel, x: torch.Tensor, sw_batch_size: int | None, overlap: float | None,
+def _logits(model: LoadedModel, x: torch.Tensor, sw_batch_size: int | None, overlap: float | str | None,
             progress: bool, tta: bool, amp: bool = False) -> torch.Tensor:
     """Sliding-window logits; with ``tta``, the mean probability over the identity and three axis flips,
     returned in logit form (log-probabilities for softmax heads) so thresholds and argmax keep their meaning."""
@@ -122,13 +126,80 @@ def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
     return torch.sigmoid(logits)
 
 
+@dataclass
+class _Grids:
+    """The geometry the inverse needs: the input's own grid (after channel-first) and the resampled grid before
+    padding."""
+
+    source_affine: Any = None
+    source_shape: tuple[int, ...] = ()
+    resampled_affine: Any = None
+    resampled_shape: tuple[int, ...] = ()
+
+
+def _load(prefix: Any, image_input: Any) -> dict[str, Any]:
+    try:
+        data = load_in_memory(image_input) if is_in_memory(image_input) else \
+            prefix.transforms[0]({"image": image_input})
+    except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the file in the message
+        cause = exc.__cause__ or exc
+        raise SegvolError(f"{_name(image_input)}: cannot read the image data ({type(cause).__name__}: "
+                          f"{first_line(cause, empty='truncated?')})") from exc
+    image = torch.as_tensor(data["image"])
+    if image.is_floating_point() and not bool(torch.isfinite(image).all()):
+        raise SegvolError(f"{_name(image_input)}: the image holds NaN or Inf values; replace them (e.g. with the "
+                          f"background value) first")
+    return data
+
+
+def _preprocess(model: LoadedModel, prefix: Any, data: dict[str, Any], extras: dict[str, Any]
+                ) -> tuple[dict[str, Any], _Grids]:
+    """The prefix after loading; records the grids for the inverse and, with ``device_transforms``, moves the
+    image to the model's device before resampling."""
+    from monai.transforms import EnsureChannelFirstd, EnsureTyped, Spacingd
+
+    on_device = model.cfg.infer.device_transforms  # any device: on the CPU it is the same code, in place
+    grids = _Grids()
+    for t in prefix.transforms[1:]:
+        data = t(data)
+        image = data["image"]
+        if isinstance(t, EnsureChannelFirstd):  # (C, H, W, D) on the input's grid
+            grids.source_affine, grids.source_shape = image.affine.clone(), tuple(image.shape[1:])
+            if "image" in extras:
+                extras["image"] = np.asarray(image[0].detach().cpu(), dtype=np.float32).copy()
+        if isinstance(t, EnsureTyped) and on_device:  # resample, normalise and pad on the accelerator
+            data["image"] = image.to(model.device)
+        if isinstance(t, Spacingd):
+            grids.resampled_affine, grids.resampled_shape = image.affine.clone(), tuple(image.shape[1:])
+    return data, grids
+
+
+def _invert_labels(prefix: Any, data: dict[str, Any], index: torch.Tensor, grids: _Grids) -> Any:
+    """(1, ...) uint8 labels on the processed grid -> the input's grid: a per-axis nearest gather when the grids
+    are axis-aligned (exact; what ``Invertd`` with nearest interpolation gives), else ``Invertd``."""
+    from monai.data import MetaTensor
+
+    image = data["image"]
+    plan = None
+    if grids.resampled_affine is not None and grids.source_affine is not None:
+        plan = axis_gather_plan(image.affine, grids.resampled_affine, grids.resampled_shape, grids.source_affine,
+                                grids.source_shape)
+    if plan is not None:
+        labels = gather_labels(index.to(image.device), plan)
+        return MetaTensor(labels, affine=grids.source_affine.to(torch.float64))
+    log.debug("oblique grid: inverting with MONAI's Invertd")
+    data["pred"] = MetaTensor(index.to(image.device).float(), meta=dict(image.meta))
+    return inverse_transform(prefix)(data)["pred"]  # inverted where the image is (the GPU with device_transforms)
+
+
 def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | None = None,
-                   overlap: float | None = None, progress: bool = False, tta: bool = False, amp: bool = False,
+                   overlap: float | str | None = None, progress: bool = False, tta: bool = False, amp: bool = False,
                    extras: dict[str, Any] | None = None) -> tuple[Any, dict[str, float]]:
     """Preprocess ``image_input`` (a path, a DICOM series folder, a list of paths for multi-channel data, or the
     same in memory: a nibabel image or a list of them, read exactly as their files would be), predict and invert.
 
     Args:
+        overlap: sliding-window overlap, ``"auto"`` or a fraction (default: the model's ``infer.overlap``).
         amp: bf16 autocast (PyTorch models on CUDA only).
         extras: optional requests, filled in place: ``"image"`` -> the scan's first channel on its own grid
             (numpy), ``"prob"`` -> the foreground probabilities (C', H, W, D) on the input's grid (numpy float32,
@@ -138,35 +209,18 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
         ``(labels, timings)``: a (1, H, W, D) uint8 MetaTensor on the input's own grid and seconds per stage.
     """
     prefix, times, extras = _prefix(model), {}, extras if extras is not None else {}
-    start = time.perf_counter()
-    try:
-        data = load_in_memory(image_input) if is_in_memory(image_input) else \
-            prefix.transforms[0]({"image": image_input})
-    except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the file in the message
-        cause = exc.__cause__ or exc
-        raise SegvolError(f"{_name(image_input)}: cannot read the image data ({type(cause).__name__}: "
-                          f"{first_line(cause, empty='truncated?')})") from exc
-    times["load"] = time.perf_counter() - start
-    if not bool(torch.isfinite(torch.as_tensor(data["image"])).all()):
-        raise SegvolError(f"{_name(image_input)}: the image holds NaN or Inf values; replace them (e.g. with the "
-                          f"background value) first")
-    from monai.transforms import EnsureChannelFirstd, EnsureTyped
-
-    on_device = model.cfg.infer.device_transforms  # any device: on the CPU it is the same code, in place
-    for t in prefix.transforms[1:]:
-        data = t(data)
-        if isinstance(t, EnsureChannelFirstd) and "image" in extras:  # (C, H, W, D) on the input's grid
-            extras["image"] = np.asarray(data["image"][0].detach().cpu(), dtype=np.float32).copy()
-        if isinstance(t, EnsureTyped) and on_device:  # resample, normalise and pad on the accelerator
-            data["image"] = data["image"].to(model.device)
-    times["preprocess"] = time.perf_counter() - start - times["load"]
+    clock = time.perf_counter()
+    data = _load(prefix, image_input)
+    times["load"] = time.perf_counter() - clock
+    data, grids = _preprocess(model, prefix, data, extras)
+    times["preprocess"] = time.perf_counter() - clock - times["load"]
     image = data["image"]
     if image.shape[0] != model.task["in_channels"]:
         raise SegvolError(f"{_name(image_input)}: the model expects {model.task['in_channels']} channel(s), "
                           f"the input has {image.shape[0]}")
     if image.ndim != 4:
         raise SegvolError(f"{_name(image_input)}: expected a 3D volume, got data of shape {tuple(image.shape)}")
-    start = time.perf_counter()
+    clock = time.perf_counter()
     with torch.inference_mode():
         logits = _logits(model, image.unsqueeze(0).to(model.device), sw_batch_size, overlap, progress, tta, amp)[0]
         index = to_label_index(logits.unsqueeze(0), model.task["activation"])[0]
@@ -174,21 +228,20 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
             index = regions_to_labels(index, model.task)
         prob = probabilities(logits, model.task["activation"]).cpu() if "prob" in extras else None
     del logits
-    times["inference"] = time.perf_counter() - start
-    start = time.perf_counter()
+    times["inference"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     index = postprocess(index.cpu(), model.cfg.infer, tuple(model.cfg.preprocess.spacing),
                         int(model.task["out_channels"]))
-    times["postprocess"] = time.perf_counter() - start
-    start = time.perf_counter()
-    from monai.data import MetaTensor
-
-    data["pred"] = MetaTensor(index.to(image.device).float(), meta=dict(image.meta))
-    labels = inverse_transform(prefix)(data)["pred"]  # inverted where the image is (the GPU with device_transforms)
+    times["postprocess"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    labels = _invert_labels(prefix, data, index, grids)
     if prob is not None:
+        from monai.data import MetaTensor
+
         data["prob"] = MetaTensor(prob.to(image.device), meta=dict(image.meta))
         inverted = inverse_transform(prefix, key="prob", nearest=False)(data)["prob"]
         extras["prob"] = np.clip(np.asarray(inverted.detach().cpu(), dtype=np.float32), 0.0, 1.0)
-    times["invert"] = time.perf_counter() - start
+    times["invert"] = time.perf_counter() - clock
     return labels, times
 
 
@@ -225,7 +278,7 @@ def _input_grid(image_input: Any, channels: int = 1) -> Any:
 
 
 def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path | None, sw_batch_size: int | None = None,
-               overlap: float | None = None, progress: bool = False, tta: bool = False, amp: bool = False,
+               overlap: float | str | None = None, progress: bool = False, tta: bool = False, amp: bool = False,
                outputs: Any = None, overwrite: bool = False) -> Prediction:
     """Predict one scan and write its outputs on the scan's own grid (shape and affine checked).
 
