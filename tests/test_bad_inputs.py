@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from segvol import api, cli
 from segvol.config import config_to_dict, load_config
 from segvol.errors import SegvolError
+from segvol.inference import nifti
 from segvol.networks import build_network, network_args
 from segvol.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import REPO, write_nifti
@@ -227,6 +228,7 @@ def _fill_disk_after(nbytes: int):
 def test_disk_full_while_writing_a_mask(tmp_path, capsys, untrained_ckpt, monkeypatch):
     scan = write_nifti(tmp_path / "s.nii.gz", ct_case(0)[0], np.eye(4))
     monkeypatch.setattr(nib, "save", _fill_disk_after(100))
+    monkeypatch.setattr(nifti, "write_nifti", _fill_disk_after(100))  # .nii.gz masks are compressed by segvol
     status, _, err = run(capsys, "infer", str(scan), "--model", str(untrained_ckpt), "--device", "cpu")
     assert status == 2 and "s_seg.nii.gz: disk full while writing" in one_line_error(err)
     assert not leftovers(tmp_path)
