@@ -44,3 +44,29 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
     img.set_qform(affine, code=1)
     nib.save(img, str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_imagecas(tmp_path_factory):
+    """A tiny BasicUNet trained on eight small ImageCAS phantoms (about two minutes on the CPU, once per session):
+    ``(cfg, spec, groups, untrained_val_dice, FitResult)``. Learning is asserted by tests/training/test_learning.py;
+    other tests reuse the trained model (e.g. the inference quality gate)."""
+    import torch
+
+    from segvol import api
+    from segvol.config import load_config
+    from segvol.networks import build_network, network_args
+    from segvol.training.data import cached_volumes
+    from segvol.training.trainer import validate
+
+    tmp = tmp_path_factory.mktemp("trained")
+    data = tmp / "imagecas"
+    api.synth(dataset="imagecas", out=data, cases=8, size="small", seed=1, progress=False)
+    cfg = load_config(str(REPO / "configs" / "tiny.yaml"), ["train.epochs=20", "train.val_every=4"],
+                      data={"root": str(data)})
+    _, spec, groups, _ = api.resolve_records(cfg)
+    torch.manual_seed(cfg.train.seed)
+    untrained = build_network(network_args(cfg, spec.in_channels, spec.out_channels))
+    before = validate(untrained, cached_volumes(groups["val"], cfg, spec), cfg, spec, torch.device("cpu"))["val_dice"]
+    result = api.train(cfg=cfg, models_dir=tmp / "models", name="learn", device="cpu", progress=False)
+    return cfg, spec, groups, before, result

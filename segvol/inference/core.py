@@ -143,15 +143,16 @@ def axis_gather_plan(grid_affine: Any, valid_affine: Any, valid_shape: Sequence[
     return [*plan, perm]
 
 
-def gather_labels(labels: torch.Tensor, plan: list[Any]) -> torch.Tensor:
+def gather_labels(labels: torch.Tensor, plan: list[Any], use_numpy: bool | None = None) -> torch.Tensor:
     """Apply :func:`axis_gather_plan` to a (C, X, Y, Z) label map (any dtype, any device): three per-axis gathers,
     then the axis permutation. Returns (C, *target_shape) on the labels' device.
 
     On the CPU the gathers are ``numpy.take`` (about 100x faster than ``torch.index_select`` on uint8 there); on an
-    accelerator ``index_select``, so the labels leave it only once, already on the input's grid."""
+    accelerator ``index_select``, so the labels leave it only once, already on the input's grid. ``use_numpy``
+    overrides that choice (tests run both on the CPU)."""
     *index, perm = plan
     order = (0, *(perm.index(j) + 1 for j in range(3)))  # target axis j sits at processed axis perm.index(j)
-    if labels.device.type == "cpu":
+    if use_numpy if use_numpy is not None else labels.device.type == "cpu":
         out = labels.detach().numpy()
         for axis, idx in enumerate(index):
             out = np.take(out, idx, axis=axis + 1)
