@@ -19,7 +19,8 @@ __all__ = ["predict_array"]
 
 
 def predict_array(model: LoadedModel, image: Any, affine: np.ndarray | None = None, *,
-                  out: str | Path | None = None, sw_batch_size: int | None = None, overlap: float | None = None,
+                  out: str | Path | None = None, sw_batch_size: int | None = None,
+                  overlap: float | str | None = None,
                   tta: bool = False, amp: bool = False, overwrite: bool = False) -> Any:
     """Segment one scan; the mask comes back as the kind of ``image``.
 
