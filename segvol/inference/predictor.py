@@ -176,7 +176,8 @@ def _preprocess(model: LoadedModel, prefix: Any, data: dict[str, Any], extras: d
 
 def _invert_labels(prefix: Any, data: dict[str, Any], index: torch.Tensor, grids: _Grids) -> Any:
     """(1, ...) uint8 labels on the processed grid -> the input's grid: a per-axis nearest gather when the grids
-    are axis-aligned (exact; what ``Invertd`` with nearest interpolation gives), else ``Invertd``."""
+    are axis-aligned, as MONAI's orientation and spacing leave them (what ``Invertd`` with nearest interpolation
+    gives, except where a voxel centre falls exactly half-way between two grid voxels), else ``Invertd``."""
     from monai.data import MetaTensor
 
     image = data["image"]
@@ -187,7 +188,7 @@ def _invert_labels(prefix: Any, data: dict[str, Any], index: torch.Tensor, grids
     if plan is not None:
         labels = gather_labels(index.to(image.device), plan)
         return MetaTensor(labels, affine=grids.source_affine.to(torch.float64))
-    log.debug("oblique grid: inverting with MONAI's Invertd")
+    log.debug("grids not axis-aligned: inverting with MONAI's Invertd")
     data["pred"] = MetaTensor(index.to(image.device).float(), meta=dict(image.meta))
     return inverse_transform(prefix)(data)["pred"]  # inverted where the image is (the GPU with device_transforms)
 
