@@ -11,6 +11,7 @@ from pathlib import Path
 
 from segvol.argtypes import DEVICE_HELP
 from segvol.argtypes import device as _device
+from segvol.argtypes import fraction as _fraction
 from segvol.argtypes import overlap as _overlap
 from segvol.argtypes import positive_int as _positive_int
 from segvol.errors import SegvolError, first_line
