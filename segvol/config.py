@@ -135,7 +135,8 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     amp: bool = True  # mixed precision (autocast) on any device: bf16 runs on GPUs and CPUs alike
     amp_dtype: str = "bf16"  # "bf16" or "fp16" (fp16 uses a gradient scaler)
-    gpu_augment: bool = True  # cached volumes live on the training device (the GPU on CUDA); crops and augmentation run there
+    # cached volumes live on the training device (the GPU on CUDA); crops and augmentation run there
+    gpu_augment: bool = True
     compile: bool = False  # torch.compile the network
     cudnn_benchmark: bool = True  # on CUDA: let cuDNN pick the fastest kernels for the fixed patch size
     deterministic: bool = False  # deterministic cuDNN kernels and torch.use_deterministic_algorithms (slower)

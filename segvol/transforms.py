@@ -3,8 +3,8 @@
 The deterministic prefix (load, channel first, orientation, 1 mm resampling, intensity normalisation, padding) is
 shared by training, validation, inference and caching; the training cache also stores where the foreground and
 background voxels are (:func:`crop_indices`), so that the random part (pos/neg patch crops, geometric augmentation on
-image and label, photometric augmentation on the image) does not search the label volume for every sample. Inference inverts the prefix
-with MONAI's ``Invertd`` so that predictions land on the input's own grid.
+image and label, photometric augmentation on the image) does not search the label volume for every sample.
+Inference inverts the prefix with MONAI's ``Invertd`` so that predictions land on the input's own grid.
 """
 
 from __future__ import annotations

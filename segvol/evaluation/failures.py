@@ -91,7 +91,7 @@ def error_components(errors: np.ndarray, other: np.ndarray, affine: np.ndarray, 
         mean = float(ndimage.mean(image, labels, i + 1)) if image is not None else None
         comps.append({"volume_mm3": round(float(sizes[i]) * voxel_mm3, 2),
                       "centroid_mm": [round(float(c), 1) for c in _to_mm(np.array(centroids[rank]), affine)],
-                      "extent_mm": [round(float(abs(h - l)), 1) for l, h in zip(lo, hi)],
+                      "extent_mm": [round(float(abs(h - low)), 1) for low, h in zip(lo, hi)],
                       "detached": bool(not touching[i]), "mean_intensity": mean})
     return comps, detached_fraction
 

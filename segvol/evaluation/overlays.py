@@ -1,7 +1,8 @@
 """Overlays of reference and prediction on the scan: three orthogonal views and a GIF sweeping the slices.
 
 Colours: scan in grey, reference only green, prediction only red, both (overlap) yellow, blended over the scan
-with ``alpha``. Pictures zoom to the masks with some surroundings (:func:`focus_box`). Volumes are shown in the closest canonical (RAS+) orientation with the origin at the lower left:
+with ``alpha``. Pictures zoom to the masks with some surroundings (:func:`focus_box`). Volumes are shown in the
+closest canonical (RAS+) orientation with the origin at the lower left:
 x (towards the patient's right) runs left to right on screen, anterior is up in axial views and superior is up in
 coronal and sagittal views. Pixels keep the physical aspect ratio (voxel spacing).
 """

@@ -200,7 +200,8 @@ def write_report(run_dir: str | Path, eval_dir: str | Path | None = None) -> tup
     else:
         blocks += _eval_blocks(found, run_dir)
     md, page = run_dir / "report.md", run_dir / "report.html"
-    for path, text in ((md, render_markdown(blocks)), (page, render_html(blocks, f"segvol run {run_dir.name}", run_dir))):
+    html = render_html(blocks, f"segvol run {run_dir.name}", run_dir)
+    for path, text in ((md, render_markdown(blocks)), (page, html)):
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     return md, page

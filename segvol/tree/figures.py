@@ -56,7 +56,7 @@ def _draw_view(ax: Any, result: TreeAnalysis, pts: np.ndarray, view: tuple, norm
     image, extent = projection(pts, a, b, pixel)
     ax.imshow(image, origin="lower", extent=extent, cmap="Greys", vmin=0, vmax=2.5, interpolation="nearest")
     coll = None
-    for tree, seg in result.segments:
+    for _tree, seg in result.segments:
         p = seg.points_mm[:, [a, b]]
         r = 0.5 * (seg.radii_mm[:-1] + seg.radii_mm[1:])
         coll = LineCollection(list(np.stack([p[:-1], p[1:]], axis=1)), cmap=cmap, norm=norm, linewidths=1.6)

@@ -113,7 +113,8 @@ def write_vtk(result: TreeAnalysis, path: str | Path) -> Path:
     out += lines
     out += [f"CELL_DATA {len(segs)}", "FIELD cells 4"]
     for name, values in (("tree", [tree_index[t.name] for t, _ in segs]), ("segment", [s.id for _, s in segs]),
-                         ("generation", [s.generation for _, s in segs]), ("narrowing", [int(s.narrowing) for _, s in segs])):
+                         ("generation", [s.generation for _, s in segs]),
+                         ("narrowing", [int(s.narrowing) for _, s in segs])):
         out.append(f"{name} 1 {len(segs)} int")
         out.append(" ".join(str(v) for v in values))
     out += [f"POINT_DATA {len(points)}", "SCALARS radius_mm float 1", "LOOKUP_TABLE default"]

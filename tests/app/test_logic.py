@@ -108,9 +108,10 @@ def test_bad_uploads_are_messages(onnx_model, tmp_path):
 
 
 def test_dice():
-    a = np.zeros((4, 4, 4)); b = np.zeros((4, 4, 4))
+    a, b = np.zeros((4, 4, 4)), np.zeros((4, 4, 4))
     assert dice_score(a, b) == 1.0
-    a[0, 0, :2] = 1; b[0, 0, 1:3] = 1
+    a[0, 0, :2] = 1
+    b[0, 0, 1:3] = 1
     assert dice_score(a, b) == pytest.approx(0.5)
 
 

@@ -138,7 +138,8 @@ def test_report_and_training_curves(folders, tmp_path):
 def test_a_damaged_evaluation_is_a_one_line_report_error(folders, tmp_path, capsys):
     refs, preds = folders
     run = tmp_path / "run"
-    assert main(["-q", "evaluate", "--pred", str(preds), "--ref", str(refs), "--out", str(run / "eval"), "--no-gif"]) == 0
+    assert main(["-q", "evaluate", "--pred", str(preds), "--ref", str(refs), "--out", str(run / "eval"),
+                 "--no-gif"]) == 0
     (run / "eval" / "failures.json").write_text("{ truncated")
     capsys.readouterr()
     assert main(["report", "--run", str(run)]) == 2
@@ -157,7 +158,8 @@ def test_usage_errors_are_one_line(folders, tmp_path, capsys):
     write_nifti(other / "1_seg.nii.gz", np.zeros((5, 5, 5), np.uint8), AFFINE)
     assert main(["evaluate", "--pred", str(other), "--ref", str(refs)]) == 2
     err = capsys.readouterr().err
-    assert "1_seg.nii.gz: shape (5, 5, 5) differs from the reference" in err and "\n" == err[-1] and err.count("\n") == 1
+    assert "1_seg.nii.gz: shape (5, 5, 5) differs from the reference" in err
+    assert err[-1] == "\n" and err.count("\n") == 1
 
 
 def test_tensorboard_preview(tmp_path):

@@ -11,8 +11,8 @@ import torch
 
 from segvol import api
 from segvol.config import load_config
-from segvol.transforms import INDEX_KEYS, random_part
 from segvol.training.data import cache_key, cached_volumes
+from segvol.transforms import INDEX_KEYS, random_part
 
 
 @pytest.fixture()

@@ -43,7 +43,7 @@ def rasterise(tubes: list[Centreline], spacing, flip=(False, False, False), marg
         for a, b, ra, rb in zip(tube.points_mm[:-1], tube.points_mm[1:], tube.radii_mm[:-1], tube.radii_mm[1:]):
             pad = max(ra, rb) + 2 * spacing.max()
             box_lo, box_hi = np.minimum(a, b) - pad, np.maximum(a, b) + pad
-            idx = [np.flatnonzero((ax >= l) & (ax <= h)) for ax, l, h in zip(axes, box_lo, box_hi)]
+            idx = [np.flatnonzero((ax >= lo) & (ax <= hi)) for ax, lo, hi in zip(axes, box_lo, box_hi)]
             if any(i.size == 0 for i in idx):
                 continue
             x, y, z = np.meshgrid(*[axes[d][idx[d]] for d in range(3)], indexing="ij", sparse=True)
