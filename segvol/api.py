@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from segvol.config import Config, config_to_dict
 from segvol.errors import SegvolError
@@ -31,13 +31,14 @@ def synth(*, dataset: str, out: str | Path, cases: int = 8, size: str = "small",
     if dicom:
         import nibabel as nib
         import numpy as np
+        from nibabel.spatialimages import SpatialImage
         from tqdm.auto import tqdm
 
         from segvol.data.dicom import write_series
 
         scans = adapter.phantom_scans(Path(out))
         for i, (case, scan) in enumerate(tqdm(scans, desc="dicom", unit="series", disable=not progress)):
-            img = nib.load(str(scan))
+            img = cast(SpatialImage, nib.load(str(scan)))
             written.append(write_series(np.asanyarray(img.dataobj), img.affine, Path(out) / "dicom" / case,
                                         seed=seed * 1000 + i, overwrite=overwrite))
     return written

@@ -8,6 +8,7 @@ On the CPU use a small preset and read the ratios; absolute figures mean somethi
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
@@ -143,7 +144,7 @@ def inference(cfg: Config, spec: Any, image_path: Path, device: torch.device, wo
         model = load_model(path, device if name == "pytorch" else torch.device("cpu"))
         image = _prefix(model)({"image": str(image_path)})["image"].unsqueeze(0).to(model.device)
         with torch.inference_mode():
-            out[f"sliding_window_s_{name}"] = _timed(lambda m=model, x=image: sliding_window(m.predict, x, cfg),
+            out[f"sliding_window_s_{name}"] = _timed(functools.partial(sliding_window, model.predict, image, cfg),
                                                      model.device, repeat=1, warmup=1)
     fast_model = ckpt if device.type == "cuda" else onnx_path
     start = time.perf_counter()

@@ -218,7 +218,8 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     for name, value in values.items():
         hint = hints[name]
         path = f"{where}.{name}" if where else name
-        kwargs[name] = _build(hint, value, path) if is_dataclass(hint) else _coerce(value, hint, path)
+        nested = isinstance(hint, type) and is_dataclass(hint)
+        kwargs[name] = _build(hint, value, path) if nested else _coerce(value, hint, path)
     return cls(**kwargs)
 
 

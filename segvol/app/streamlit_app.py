@@ -40,7 +40,7 @@ def _viewer(result) -> None:  # noqa: ANN001
     st.success(f"Segmented in {result.seconds:.2f} s with {result.backend}; "
                f"{int((result.mask > 0).sum())} foreground voxels")
     view = st.radio("View", list(AXES), horizontal=True, key="axis")
-    axis = AXES[view]
+    axis = AXES[view or next(iter(AXES))]  # radio returns None only when nothing is preselected
     depth = result.image.shape[axis]
     default = int(result.mask.sum(axis=tuple(a for a in range(3) if a != axis)).argmax()) if result.mask.any() \
         else depth // 2

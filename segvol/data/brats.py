@@ -28,7 +28,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from segvol.config import Config
 from segvol.data import TaskSpec
@@ -157,9 +157,9 @@ class BraTS(DatasetAdapter):
     name = "brats"
     modality = "MR"
     label_names = ("background", "necrotic core", "edema", "enhancing tumour")
-    default_modalities: tuple[str, ...] = MODALITIES
-    label_modes: tuple[str, ...] = ("binary", "regions")
-    preset = "brats"
+    default_modalities: ClassVar[tuple[str, ...]] = MODALITIES
+    label_modes: ClassVar[tuple[str, ...]] = ("binary", "regions")
+    preset: ClassVar[str | None] = "brats"
 
     def task_spec(self, cfg: Config) -> TaskSpec:
         """Head, class names, channels and label conversion for ``cfg.data.labels`` and ``cfg.data.modalities``."""
@@ -283,7 +283,7 @@ def resolve_input(item: Any, modalities: Sequence[str]) -> Any:
     from segvol.data.dicom import is_series_folder
 
     if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
-        return item if is_series_folder(item) else case_images(item, modalities)
+        return item if is_series_folder(Path(item)) else case_images(Path(item), modalities)
     if isinstance(item, (list, tuple)) and len(item) > 1:
         named = {}
         for path in item:

@@ -107,8 +107,9 @@ def _check_case(record: Record, adapter: DatasetAdapter, rules: CheckRules, head
         case.channels = sum(i.channels for i in readable) if len(paths) > 1 else first.channels
         found = [i.intensity for i in readable if i.intensity]
         case.intensity = [min(f[0] for f in found), max(f[1] for f in found)] if found else None
-        if all(i.digest for i in images):
-            case.digest = "-".join(i.digest for i in images)
+        digests = [i.digest for i in images if i.digest]
+        if len(digests) == len(images):
+            case.digest = "-".join(digests)
         for other in readable[1:]:
             _compare_grids(case, first, other, "image")
         if label is not None and label.header_ok:

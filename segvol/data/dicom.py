@@ -14,6 +14,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +101,7 @@ def check_series(folder: str | Path) -> int:
 class SeriesGrid:
     """What the output NIfTI of a series needs: shape and RAS affine of the volume MONAI reads."""
 
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]  # three sizes
     affine: np.ndarray
 
 
@@ -124,8 +125,11 @@ def read_series(folder: str | Path) -> tuple[np.ndarray, SeriesGrid]:
                                                            np.asarray(image.affine, dtype=np.float64))
 
 
-def _uid(root: str, *parts: int) -> str:
-    return ".".join([root, *[str(p) for p in parts]])[:64]
+def _uid(root: str, *parts: int) -> Any:
+    """A DICOM UID (``pydicom.uid.UID``, a ``str``) made of ``root`` and ``parts``."""
+    from pydicom.uid import UID
+
+    return UID(".".join([root, *[str(p) for p in parts]])[:64])
 
 
 def write_series(volume: np.ndarray, affine: np.ndarray, folder: str | Path, *, patient: str = "PHANTOM",

@@ -140,6 +140,8 @@ def _split_from_rows(rows: list[list[str]], path: Path) -> dict[str, list[str]]:
         raise SegvolError(f"{path}: expected a column of case numbers and a column of train/val/test values")
     split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for case, part in zip(id_col, split_col):
-        split[_SPLIT_WORDS[part.lower()]].append(as_id(case))
+        case_id = as_id(case)
+        if case_id is not None:  # always: every cell of id_col is a case number
+            split[_SPLIT_WORDS[part.lower()]].append(case_id)
     return split
 

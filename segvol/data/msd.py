@@ -122,9 +122,11 @@ def read_meta(root: str | Path) -> MsdMeta:
 
 def _scan_images(folder: Path, channels: int) -> dict[str, Any]:
     """``{case id: path | [channel paths]}``: one file per case (MSD), or ``X_0000``... files (nnU-Net v2)."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                   and nifti_stem(p.name) is not None)
-    stems = {nifti_stem(p.name): p for p in files}
+    stems: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        stem = nifti_stem(p.name)
+        if p.is_file() and not p.name.startswith(".") and stem is not None:
+            stems[stem] = p
     if not any(s.endswith("_0000") for s in stems):
         return dict(stems)
     cases: dict[str, dict[int, Path]] = {}
@@ -203,6 +205,7 @@ class MSD(DatasetAdapter):
         from segvol.config import PreprocessConfig
 
         meta = read_meta(cfg.data.root)
+        scheme: dict[str, Any]
         if meta.modality == "CT" and cfg.preprocess.intensity_window is not None:
             scheme = {"intensity_window": list(cfg.preprocess.intensity_window)}  # the user's own CT window wins
         else:

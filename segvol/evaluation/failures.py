@@ -165,7 +165,7 @@ def analyse_errors(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, spacin
     spurious, detached_fp = error_components(fp, ref, affine, voxel_mm3, image)
     n_missed, missed_share = _whole_objects(ref, pred)
     n_spurious, _ = _whole_objects(pred, ref)
-    facts = {"fp_ml": float(fp.sum()) * voxel_mm3 / 1000, "fn_ml": float(fn.sum()) * voxel_mm3 / 1000,
+    facts: dict[str, Any] = {"fp_ml": float(fp.sum()) * voxel_mm3 / 1000, "fn_ml": float(fn.sum()) * voxel_mm3 / 1000,
              "missed_objects": n_missed, "missed_share": missed_share, "spurious_objects": n_spurious,
              "detached_fp_share": detached_fp, "ref_any": bool(ref.any()), "pred_any": bool(pred.any())}
     facts["thin_misses"] = bool(vessel and fn.any() and _thin_misses(ref, fn, spacing))

@@ -118,9 +118,9 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float
         _, distances, _ = get_edge_surface_distance(
             torch.from_numpy(np.ascontiguousarray(pred)), torch.from_numpy(np.ascontiguousarray(ref)),
             spacing=[float(s) for s in spacing], symmetric=True)
-    distances = [d.double() for d in distances]
-    hd95 = max(float(torch.quantile(d, 0.95)) for d in distances)
-    asd = float(torch.cat(distances).mean())
+    both = [d.double() for d in distances]
+    hd95 = max(float(torch.quantile(d, 0.95)) for d in both)
+    asd = float(torch.cat(both).mean())
     return {"hd95_mm": hd95, "asd_mm": asd}
 
 

@@ -39,8 +39,8 @@ def run_cases(run_dir: str | Path, split: str | None = None, data_root: str | Pa
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise SegvolError(f"{run_dir}: not a run folder (no config.yaml); runs live under models/<run>")
-    overrides = {"data": {"root": str(data_root)}} if data_root else {}
-    cfg = load_config(str(run_dir / "config.yaml"), saved=True, **overrides)
+    sections: dict[str, Any] = {"data": {"root": str(data_root)}} if data_root else {}
+    cfg = load_config(str(run_dir / "config.yaml"), saved=True, **sections)
     stored = read_split(run_dir / "split.json")
     name = pick_split(stored, split, run_dir)
     records = get_adapter(cfg.data.dataset).find_records(cfg.data.root, cfg.data.modalities)

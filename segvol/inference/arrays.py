@@ -36,7 +36,7 @@ def predict_array(model: LoadedModel, image: Any, affine: np.ndarray | None = No
     from segvol.inference.outputs import mask_path_for
     from segvol.inference.predictor import infer_file
 
-    options = dict(sw_batch_size=sw_batch_size, overlap=overlap, tta=tta, amp=amp, overwrite=overwrite)
+    options: dict[str, Any] = dict(sw_batch_size=sw_batch_size, overlap=overlap, tta=tta, amp=amp, overwrite=overwrite)
     if isinstance(image, np.ndarray):
         if affine is None:
             raise SegvolError("predict_array: an array needs its affine (voxel -> scanner mm, 4x4)")

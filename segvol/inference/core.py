@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -62,10 +62,10 @@ def sliding_window(predict: Callable[[torch.Tensor], torch.Tensor], image: torch
     roi = cfg.preprocess.roi_size
     chosen = resolve_overlap(cfg.infer.overlap if overlap is None else overlap, image.shape[2:], roi,
                              cfg.infer.min_overlap)
-    return sliding_window_inference(
+    return cast(torch.Tensor, sliding_window_inference(  # one tensor in, one tensor out (no tuple/dict outputs)
         image, roi_size=roi, sw_batch_size=sw_batch_size or cfg.infer.sw_batch_size,
         predictor=predict, overlap=chosen, mode=cfg.infer.blend, device=device, progress=progress,
-    )
+    ))
 
 
 def stitch_device(image_shape: Sequence[int], out_channels: int, device: torch.device,

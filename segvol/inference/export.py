@@ -9,6 +9,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,8 @@ def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, divisor: 
     from torch.export import Dim
 
     spatial = {i: d * Dim(f"s{i}", min=1, max=1024 // d) for i, d in zip((2, 3, 4), divisor)}
-    kwargs = dict(input_names=["image"], output_names=["logits"], dynamo=True, optimize=True, verbose=False)
+    kwargs: dict[str, Any] = dict(input_names=["image"], output_names=["logits"], dynamo=True, optimize=True,
+                                  verbose=False)
     sink = io.StringIO()
     for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -34,9 +34,10 @@ def postprocess(labels: torch.Tensor, cfg: InferConfig, spacing: tuple[float, ..
             kept = RemoveSmallObjects(min_size=min_voxels, connectivity=3)(mask)
             cleaned[torch.as_tensor(kept).bool()] = value
         out = cleaned
+    kept_out: torch.Tensor | np.ndarray = out
     if cfg.keep_largest > 0 and present:
-        out = KeepLargestConnectedComponent(applied_labels=present, is_onehot=False, independent=True,
-                                            connectivity=3, num_components=cfg.keep_largest)(out)
+        kept_out = KeepLargestConnectedComponent(applied_labels=present, is_onehot=False, independent=True,
+                                                 connectivity=3, num_components=cfg.keep_largest)(kept_out)
     if cfg.fill_holes and present:
-        out = FillHoles(applied_labels=present, connectivity=1)(out)
-    return torch.as_tensor(out).to(labels.dtype)
+        kept_out = FillHoles(applied_labels=present, connectivity=1)(kept_out)
+    return torch.as_tensor(kept_out).to(labels.dtype)

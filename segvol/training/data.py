@@ -8,7 +8,7 @@ import json
 import logging
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -77,11 +77,12 @@ class DiskCache(PersistentDataset):
 def estimate_cache_bytes(records: list[Record], cfg: Config) -> int:
     """Bytes the prefix's float32 output takes for ``records`` (from headers only)."""
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     total = 0
     for rec in records:
         paths = rec["image"] if isinstance(rec["image"], (list, tuple)) else [rec["image"]]
-        hdr = nib.load(str(paths[0])).header
+        hdr = cast(SpatialImage, nib.load(str(paths[0]))).header
         shape, zooms = np.asarray(hdr.get_data_shape()[:3]), np.asarray(hdr.get_zooms()[:3])
         out = np.maximum(np.ceil(shape * zooms / np.asarray(cfg.preprocess.spacing)), cfg.preprocess.roi_size)
         channels = len(paths) if len(paths) > 1 else (hdr.get_data_shape() + (1,))[3]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -110,7 +110,7 @@ def validate(model: torch.nn.Module, val_ds: Any, cfg: Config, spec: TaskSpec, d
         label = torch.as_tensor(item["label"]).unsqueeze(0).to(device)
         if spec.activation == "softmax":
             label = torch.zeros_like(pred).scatter_(1, label.long(), 1)
-        scores = metric(y_pred=pred, y=label)[0].double().cpu()
+        scores = cast(torch.Tensor, metric(y_pred=pred, y=label))[0].double().cpu()  # DiceMetric: one tensor
         if preview is not None and not preview:
             fg = 1 if spec.activation == "softmax" else 0  # softmax: channel 0 is the background
             preview.update(image=image[0, 0].cpu(), label=label[0, fg:].amax(0).cpu(), pred=pred[0, fg:].amax(0).cpu())
@@ -118,10 +118,10 @@ def validate(model: torch.nn.Module, val_ds: Any, cfg: Config, spec: TaskSpec, d
         sums[1] += (~scores.isnan()).double()
     sums = all_reduce_sum(sums, info)
     per_class = (sums[0] / sums[1]).tolist()
-    scores = {f"dice_{name}": float(v) for name, v in zip(spec.class_names, per_class)}
-    finite = [v for v in scores.values() if not math.isnan(v)]
-    scores["val_dice"] = sum(finite) / len(finite) if finite else float("nan")
-    return scores
+    result = {f"dice_{name}": float(v) for name, v in zip(spec.class_names, per_class)}
+    finite = [v for v in result.values() if not math.isnan(v)]
+    result["val_dice"] = sum(finite) / len(finite) if finite else float("nan")
+    return result
 
 
 class _MetricsLog:
@@ -161,10 +161,13 @@ class TrainState:
     bad_validations: int = 0
     finished: bool = False
 
+    def bare_model(self) -> torch.nn.Module:
+        """The network without its DistributedDataParallel and torch.compile wrappers."""
+        model = getattr(self.model, "module", self.model)
+        return cast(torch.nn.Module, getattr(model, "_orig_mod", model))
+
     def payload(self, base: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
-        model = self.model.module if hasattr(self.model, "module") else self.model
-        model = getattr(model, "_orig_mod", model)
-        return {**base, "state_dict": model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {**base, "state_dict": self.bare_model().state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else {},
                 "scaler": self.scaler.state_dict() if self.scaler else {}, "epoch": self.epoch,
                 "best_metric": self.best_metric, "best_epoch": self.best_epoch,
@@ -172,8 +175,7 @@ class TrainState:
                 "metrics": {k: float(v) for k, v in row.items()}}
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        model = self.model.module if hasattr(self.model, "module") else self.model
-        getattr(model, "_orig_mod", model).load_state_dict(ckpt["state_dict"])
+        self.bare_model().load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler and ckpt.get("scheduler"):
             self.scheduler.load_state_dict(ckpt["scheduler"])

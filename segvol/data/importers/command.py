@@ -4,6 +4,7 @@ imports here, so ``segvol --help`` stays instant)."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 __all__ = ["add_import_parser", "run_import_command"]
 
@@ -43,7 +44,7 @@ def add_import_parser(sub: argparse._SubParsersAction) -> None:
 def run_import_command(args: argparse.Namespace) -> int:
     from segvol import api
 
-    options = {}
+    options: dict[str, Any] = {}
     if args.format == "brats-h5":
         options["channels"] = [c.strip() for c in args.channels.split(",") if c.strip()]
     if args.format == "lgg-tiff":

@@ -51,7 +51,8 @@ def _read_volume(slices: dict[int, Path]) -> tuple[np.ndarray, np.ndarray]:
     missing = sorted(set(range(max(slices) + 1)) - set(slices))
     if missing:
         raise ValueError(f"slice(s) {', '.join(map(str, missing[:5]))} missing")
-    images, masks = [], []
+    images: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
     for index in sorted(slices):
         path = slices[index]
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -47,9 +48,10 @@ def _channel_order(src: Path) -> tuple[str, ...]:
 def _convert(image_path: Path, label_path: Path, order: tuple[str, ...]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The case's volumes and affine; raises ValueError with the reason when it cannot be used."""
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     try:
-        img, lab = nib.load(str(image_path)), nib.load(str(label_path))
+        img, lab = cast(SpatialImage, nib.load(str(image_path))), cast(SpatialImage, nib.load(str(label_path)))
         if img.ndim != 4 or img.shape[3] != 4:
             raise ValueError(f"image shape {img.shape}, expected (H, W, D, 4)")
         if tuple(lab.shape[:3]) != tuple(img.shape[:3]):

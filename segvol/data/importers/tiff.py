@@ -51,7 +51,8 @@ def _read_patient(slices: dict[int, dict[str, Path]]) -> tuple[np.ndarray, np.nd
     gaps = sorted(set(range(ks[0], ks[-1] + 1)) - set(ks))
     if gaps:
         raise ValueError(f"slice(s) {', '.join(map(str, gaps[:5]))} missing")
-    images, masks = [], []
+    images: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
     for k in ks:
         lacking = [kind for kind in ("image", "mask") if kind not in slices[k]]
         if lacking:

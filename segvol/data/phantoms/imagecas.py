@@ -13,6 +13,7 @@ Scene axes: +x patient left, +y posterior, +z superior (the voxel axes of an LPS
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -27,7 +28,7 @@ class PhantomGeometry:
 
 
 # full: the real ImageCAS grid ranges; small: a few-second-to-train phantom for tests and the demo.
-SIZES = {
+SIZES: dict[str, dict[str, tuple[Any, Any]]] = {
     "full": dict(inplane=(512, 512), slices=(206, 275), inplane_mm=(0.29, 0.43), slice_mm=(0.25, 0.45)),
     "small": dict(inplane=(88, 104), slices=(56, 72), inplane_mm=(0.75, 0.9), slice_mm=(0.9, 1.1)),
 }
@@ -52,7 +53,7 @@ class _Canvas:
         self.origin = -(np.asarray(geom.shape) - 1) / 2.0 * self.spacing  # mm of voxel (0, 0, 0)
         self.hu = np.full(geom.shape, background, dtype=np.float32)
 
-    def box(self, lo_mm: np.ndarray, hi_mm: np.ndarray) -> tuple[tuple[slice, ...], list[np.ndarray]] | None:
+    def box(self, lo_mm: np.ndarray, hi_mm: np.ndarray) -> tuple[tuple[slice, ...], tuple[np.ndarray, ...]] | None:
         lo = np.floor((np.asarray(lo_mm) - self.origin) / self.spacing).astype(int)
         hi = np.ceil((np.asarray(hi_mm) - self.origin) / self.spacing).astype(int) + 1
         lo, hi = np.maximum(lo, 0), np.minimum(hi, self.shape)
