@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SEGVOL := $(VENV)/bin/segvol
 STAMP := $(VENV)/.segvol-installed
 
-.PHONY: setup demo test test-fast gpu-check clean-demo
+.PHONY: setup demo lint test test-fast gpu-check clean-demo
 
 # A CPU build of PyTorch first (a bare `torch` requirement would pull several GB of CUDA packages),
 # then segvol itself in editable mode with the test tools.
@@ -34,10 +34,15 @@ demo: $(STAMP)
 	@echo "overlays), ONNX model models/model.onnx, mask models/demo-output/8.img_seg.nii.gz on the grid of"
 	@echo "data/demo/8.img.nii.gz (open both in any NIfTI viewer) and its picture models/demo-output/8.img_overlay.png"
 
-test: $(STAMP)
+# ruff (pycodestyle, pyflakes, bugbear, pyupgrade) and mypy, both configured in pyproject.toml
+lint: $(STAMP)
+	$(PY) -m ruff check segvol tests
+	$(PY) -m mypy segvol
+
+test: lint
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
 
 # On a machine with a CUDA GPU: the `gpu` test suite (CUDA training steps with AMP and GPU-side augmentation, DDP

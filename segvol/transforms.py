@@ -52,7 +52,8 @@ class ThreadSafeNibabelReader(NibabelReader):
 def load_images(keys: Sequence[str]) -> mt.LoadImaged:
     """``LoadImaged`` whose NIfTI reader is safe to share between threads; other formats (a DICOM series folder)
     fall back to MONAI's default readers."""
-    return mt.LoadImaged(keys=tuple(keys), image_only=True, reader=ThreadSafeNibabelReader())
+    # MONAI's annotation names a reader class or name, but LoadImage takes a reader instance as well
+    return mt.LoadImaged(keys=tuple(keys), image_only=True, reader=ThreadSafeNibabelReader())  # type: ignore[arg-type]
 
 
 def deterministic_prefix(cfg: Config, keys: Sequence[str] = ("image", "label"),

@@ -62,6 +62,8 @@ class DiskCache(PersistentDataset):
     another file system, where its move is a copy that a reader can catch half-written)."""
 
     def _cachecheck(self, item_transformed: Any) -> Any:
+        if self.cache_dir is None:
+            return super()._cachecheck(item_transformed)
         hashfile = Path(self.cache_dir) / f"{self.hash_func(item_transformed).decode()}{self.transform_hash}.pt"
         if hashfile.is_file():
             try:
