@@ -6,10 +6,14 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from segvol.config import Config, config_to_dict
 from segvol.errors import SegvolError
+
+if TYPE_CHECKING:  # torch-importing modules stay lazy: `segvol --help` must not import torch
+    from segvol.inference.export import ExportResult
+    from segvol.training.trainer import FitResult
 
 __all__ = ["synth", "train", "export_onnx", "infer", "newest_run", "default_output", "expand_inputs",
            "check_targets", "resolve_records", "import_data"]
@@ -74,7 +78,7 @@ def _new_run_dir(models_dir: Path, name: str | None, dataset: str) -> Path:
 
 def train(*, cfg: Config | None = None, models_dir: str | Path = "models", name: str | None = None,
           device: str | None = None, progress: bool = True, resume: str | Path | None = None,
-          epochs: int | None = None) -> Any:
+          epochs: int | None = None) -> FitResult:
     """Train on ``cfg.data`` and write a run folder (config, split, metrics.csv, best.pt, last.pt).
 
     With ``resume=<run folder>``, continue that run from its ``last.pt`` (same config and split; ``epochs`` may
@@ -147,7 +151,7 @@ def _train_logger(run_dir: Path, purge_step: int | None = None) -> Any:
         return None
 
 
-def _resume(run_dir: Path, device: str | None, progress: bool, epochs: int | None) -> Any:
+def _resume(run_dir: Path, device: str | None, progress: bool, epochs: int | None) -> FitResult:
     from segvol.config import config_from_dict
     from segvol.data.records import apply_split, read_split
     from segvol.data.registry import get_adapter
@@ -163,7 +167,7 @@ def _resume(run_dir: Path, device: str | None, progress: bool, epochs: int | Non
     if done:
         log.warning("%s: run already finished at epoch %d (best val Dice %.4f at epoch %d); nothing to do "
                     "(pass --epochs N to extend it)", run_dir, ckpt["epoch"], ckpt["best_metric"], ckpt["best_epoch"])
-        return FitResult(run_dir, float(ckpt["best_metric"]), int(ckpt["best_epoch"]))
+        return FitResult(run_dir, float(ckpt["best_metric"]), int(ckpt["best_epoch"]), epochs=int(ckpt["epoch"]))
     ckpt["finished"] = False
     adapter = get_adapter(cfg.data.dataset)
     spec = adapter.task_spec(cfg)
@@ -183,7 +187,7 @@ def newest_run(models_dir: str | Path = "models", checkpoint: str = "best.pt") -
 
 
 def export_onnx(*, checkpoint: str | Path | None = None, out: str | Path = "models/model.onnx",
-                models_dir: str | Path = "models", overwrite: bool = False) -> Any:
+                models_dir: str | Path = "models", overwrite: bool = False) -> ExportResult:
     """Export a checkpoint (default: the newest run's ``best.pt``) to ONNX and check it under ONNX Runtime."""
     from segvol.inference.export import export_onnx_file
     from segvol.training.checkpoint import load_checkpoint

@@ -25,10 +25,21 @@ TOLERANCE = 1e-3  # max abs logit difference accepted between PyTorch and ONNX R
 
 @dataclass
 class ExportResult:
+    """What :func:`export_onnx_file` (and ``segvol.api.export_onnx``) returns.
+
+    Attributes:
+        path: the ONNX file written.
+        max_abs_diff: the largest |ONNX Runtime (CPU) - PyTorch| logit difference over ``checked_shapes``.
+        dynamic: batch and spatial axes are dynamic (else the graph takes the ROI size only).
+        checked_shapes: the input shapes the two were compared on.
+        tolerance: the largest difference the export accepts (it fails, writing nothing, above it).
+    """
+
     path: Path
     max_abs_diff: float
     dynamic: bool
     checked_shapes: list[tuple[int, ...]]
+    tolerance: float = TOLERANCE
 
 
 def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, divisor: tuple[int, int, int] = (16, 16, 16)
@@ -100,4 +111,4 @@ def export_onnx_file(ckpt: dict, out: str | Path, tolerance: float = TOLERANCE) 
         if not diff <= tolerance:
             raise SegvolError(f"{out}: ONNX Runtime output differs from PyTorch by {diff:.3g} "
                               f"(> tolerance {tolerance}); nothing was written")
-    return ExportResult(path=out, max_abs_diff=diff, dynamic=dynamic, checked_shapes=shapes)
+    return ExportResult(path=out, max_abs_diff=diff, dynamic=dynamic, checked_shapes=shapes, tolerance=tolerance)

@@ -38,11 +38,27 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FitResult:
+    """What :func:`fit` (and ``segvol.api.train``) returns.
+
+    Attributes:
+        run_dir: the run folder (config.yaml, split.json, metrics.csv, best.pt, last.pt).
+        best_metric: the best mean validation Dice (NaN if never validated).
+        best_epoch: the epoch that reached it (0 if never validated).
+        history: one row per epoch trained in this call (epoch, loss, lr, validation scores, time_s).
+        stopped_early: early stopping ended the run before ``train.epochs``.
+        epochs: the epoch the run stands at now (counting epochs of earlier, resumed calls).
+    """
+
     run_dir: Path
     best_metric: float
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
+    epochs: int = 0
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / "best.pt"
 
 
 def make_loss(cfg: Config, spec: TaskSpec) -> torch.nn.Module:
@@ -390,7 +406,7 @@ class Trainer:
             self._log_epoch(row, bar)
             result.stopped_early = state.finished and state.epoch < cfg.train.epochs
         bar.close()
-        result.best_metric, result.best_epoch = state.best_metric, state.best_epoch
+        result.best_metric, result.best_epoch, result.epochs = state.best_metric, state.best_epoch, state.epoch
         if self.info.is_main and not (run_dir / "best.pt").exists():  # never validated: the last weights stand in
             save_checkpoint(run_dir / "best.pt", state.payload(self.base, {}))
         if self.info.enabled:

@@ -6,12 +6,14 @@ import pytest
 from segvol import api
 from segvol.errors import SegvolError
 from segvol.inference.backends import load_model
+from segvol.inference.export import TOLERANCE, ExportResult
 from tests.inference.test_infer_geometry import untrained_ckpt  # noqa: F401  (fixture)
 
 
 def test_export_parity_and_metadata(tmp_path, untrained_ckpt):  # noqa: F811
     res = api.export_onnx(checkpoint=untrained_ckpt, out=tmp_path / "m.onnx")
-    assert res.path.is_file() and res.max_abs_diff < 1e-3 and res.dynamic
+    assert isinstance(res, ExportResult) and res.path.is_file() and res.dynamic
+    assert res.max_abs_diff < res.tolerance == TOLERANCE and len(res.checked_shapes) == 2
     proto = onnx.load(str(res.path))
     keys = {p.key for p in proto.metadata_props}
     assert {"segvol_config", "segvol_network", "segvol_task"} <= keys

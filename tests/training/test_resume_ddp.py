@@ -39,6 +39,9 @@ def test_early_stopping_and_schedule(tmp_path, imagecas_small):
     assert result.stopped_early and len(result.history) < 6  # lr 1e-12 cannot improve: stops after patience
     ckpt = load_checkpoint(tmp_path / "es" / "last.pt")
     assert ckpt["finished"] and ckpt["scheduler"]["last_epoch"] == len(result.history)
+    assert result.epochs == ckpt["epoch"] == len(result.history) and result.best_checkpoint.is_file()
+    again = api.train(resume=tmp_path / "es", device="cpu", progress=False)  # finished: reported, not trained
+    assert (again.epochs, again.best_epoch, again.history) == (result.epochs, result.best_epoch, [])
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "es" / "tensorboard"), size_guidance={"images": 0})
