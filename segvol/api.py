@@ -390,7 +390,7 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
     log.info("model: %s (%s on %s)", loaded.path, loaded.backend, loaded.provider or loaded.device)
     if amp and not (loaded.backend == "pytorch" and loaded.device.type == "cuda"):
         log.warning("--amp applies to PyTorch models on CUDA; running in float32")
-    modalities = tuple(loaded.task.get("modalities", ()))
+    modalities = loaded.task.modalities
     inputs = expand_inputs(list(inputs), modalities)
     masks = _output_paths(inputs, out, out_dir)
     for item, mask in zip(inputs, masks):
@@ -528,7 +528,7 @@ def preprocess(*, scan: Any, out: str | Path, config: str | None = None, model: 
         from segvol.inference.backends import load_model
 
         loaded = load_model(model or _default_model(models_dir), torch.device("cpu"))
-        cfg, modalities = loaded.cfg, tuple(loaded.task.get("modalities", ()))
+        cfg, modalities = loaded.cfg, loaded.task.modalities
     if isinstance(scan, (list, tuple)) and len(scan) == 1:
         scan = scan[0]
     return preprocess_file(cfg, resolve_input(scan, modalities), out, overwrite=overwrite)

@@ -184,10 +184,10 @@ def plain_monai_infer(model: Any, image_path: Path, out_dir: Path, stages: dict[
 
     prefix = _plain_prefix(model)
     post = mt.Compose([
-        mt.Activationsd(keys="pred", softmax=model.task["activation"] == "softmax",
-                        sigmoid=model.task["activation"] == "sigmoid"),
+        mt.Activationsd(keys="pred", softmax=model.task.activation == "softmax",
+                        sigmoid=model.task.activation == "sigmoid"),
         mt.Invertd(keys="pred", transform=prefix, orig_keys="image", nearest_interp=False, to_tensor=True),
-        mt.AsDiscreted(keys="pred", argmax=model.task["activation"] == "softmax"),
+        mt.AsDiscreted(keys="pred", argmax=model.task.activation == "softmax"),
         mt.SaveImaged(keys="pred", output_dir=str(out_dir), output_postfix="seg", separate_folder=False,
                       print_log=False),
     ])

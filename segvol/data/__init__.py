@@ -37,3 +37,17 @@ class TaskSpec:
         if self.paint:
             task["paint"] = [[int(c), int(v)] for c, v in self.paint]
         return task
+
+    @classmethod
+    def from_dict(cls, task: dict[str, Any], where: str = "task") -> TaskSpec:
+        """The inverse of :meth:`as_dict`, as checkpoints and ONNX metadata store it (``label_transforms`` are
+        training-only and not stored); a task lacking what inference needs is a SegvolError naming ``where``."""
+        from segvol.errors import SegvolError
+
+        missing = [k for k in ("in_channels", "out_channels", "activation") if k not in task]
+        if missing:
+            raise SegvolError(f"{where}: the stored task lacks {', '.join(missing)}")
+        return cls(in_channels=int(task["in_channels"]), out_channels=int(task["out_channels"]),
+                   activation=str(task["activation"]), class_names=tuple(str(n) for n in task.get("class_names", ())),
+                   modalities=tuple(str(m) for m in task.get("modalities", ())),
+                   paint=tuple((int(c), int(v)) for c, v in task.get("paint", ()) or ()))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segvol.data import TaskSpec
 from segvol.errors import SegvolError
 
 __all__ = ["ClassDef", "SCHEMES", "BRATS_REGIONS", "BRATS_LABEL_NAMES", "READABLE", "class_defs", "guess_scheme",
@@ -66,13 +67,13 @@ def class_defs(scheme: str, values: Iterable[int] = (), names: Sequence[str] = (
     raise SegvolError(f"--labels {scheme!r}: expected one of {', '.join(SCHEMES)}")
 
 
-def scheme_for_task(task: dict) -> tuple[str, list[str]]:
+def scheme_for_task(task: TaskSpec) -> tuple[str, list[str]]:
     """The scheme and class names that score a trained model's output (the checkpoint's task)."""
-    names = [str(n) for n in task.get("class_names", [])]
-    if task.get("activation") == "sigmoid":
+    names = list(task.class_names)
+    if task.activation == "sigmoid":
         if sorted(names) == sorted(BRATS_REGIONS):
             return "brats", names
         return "multi", names
-    if int(task.get("out_channels", 2)) <= 2:
+    if task.out_channels <= 2:
         return "binary", names
     return "multi", names

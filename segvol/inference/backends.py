@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from segvol.config import Config, config_from_dict
+from segvol.data import TaskSpec
 from segvol.errors import SegvolError, first_line
 
 __all__ = ["LoadedModel", "load_model", "require_device", "ONNX_META_KEYS", "session_options"]
@@ -26,7 +27,7 @@ class LoadedModel:
 
     predict: Any  # (B, C, H, W, D) float tensor -> (B, K, H, W, D) logits
     cfg: Config
-    task: dict[str, Any]
+    task: TaskSpec
     network: dict[str, Any]
     backend: str  # "pytorch" or "onnxruntime"
     device: torch.device
@@ -72,8 +73,8 @@ def _load_torch(path: Path, device: torch.device) -> LoadedModel:
     def predict(x: torch.Tensor) -> torch.Tensor:
         return model(x.to(device))
 
-    return LoadedModel(predict, config_from_dict(ckpt["config"], saved=True), ckpt["task"], ckpt["network"],
-                       "pytorch", device, path, provider=str(device))
+    cfg, task = config_from_dict(ckpt["config"], saved=True), TaskSpec.from_dict(ckpt["task"], str(path))
+    return LoadedModel(predict, cfg, task, ckpt["network"], "pytorch", device, path, provider=str(device))
 
 
 def onnx_providers(device: torch.device) -> list[Any]:
@@ -116,10 +117,11 @@ def _load_onnx(path: Path, device: torch.device) -> LoadedModel:
         raise SegvolError(f"{path}: ONNX model lacks segvol metadata ({', '.join(missing)}); export it with "
                           f"'segvol export-onnx'")
     cfg = config_from_dict(json.loads(meta["segvol_config"]), saved=True)
-    task, network = json.loads(meta["segvol_task"]), json.loads(meta["segvol_network"])
+    task = TaskSpec.from_dict(json.loads(meta["segvol_task"]), str(path))
+    network = json.loads(meta["segvol_network"])
     inp = session.get_inputs()[0]
-    if isinstance(inp.shape[1], int) and inp.shape[1] != task["in_channels"]:
-        raise SegvolError(f"{path}: ONNX input has {inp.shape[1]} channels, metadata says {task['in_channels']}")
+    if isinstance(inp.shape[1], int) and inp.shape[1] != task.in_channels:
+        raise SegvolError(f"{path}: ONNX input has {inp.shape[1]} channels, metadata says {task.in_channels}")
     provider = session.get_providers()[0]  # the one in use: a CUDA provider whose libraries fail drops out here
     log.info("onnxruntime provider: %s", provider)
 

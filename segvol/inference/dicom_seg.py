@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from segvol.data import TaskSpec
 from segvol.errors import SegvolError, first_line
 from segvol.utils import atomic_path
 
@@ -86,13 +87,12 @@ def frames_on_slices(labels: np.ndarray, affine: np.ndarray, sources: list[Any])
     return frames
 
 
-def segment_table(task: Any, present: list[int]) -> list[tuple[int, str]]:
+def segment_table(task: TaskSpec | None, present: list[int]) -> list[tuple[int, str]]:
     """``(label value, segment label)`` for each label value the model writes (``present`` values not named by the
     task are added as ``label <v>``)."""
-    task = task or {}
-    names = list(task.get("class_names", []) if isinstance(task, dict) else getattr(task, "class_names", ()))
-    paint = task.get("paint") if isinstance(task, dict) else getattr(task, "paint", ())
-    activation = task.get("activation", "softmax") if isinstance(task, dict) else getattr(task, "activation", "")
+    names = list(task.class_names) if task else []
+    paint = task.paint if task else ()
+    activation = task.activation if task else "softmax"
     if activation == "sigmoid":
         table = [(int(v), f"{names[c] if c < len(names) else 'region'} (label {v})")
                  for c, v in (paint or [(c, c + 1) for c in range(len(names))])]

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from segvol.data import TaskSpec
 from segvol.errors import SegvolError
 
 __all__ = ["Writer", "OutputContext", "OutputPlan", "WRITERS", "register_writer", "resolve_writers",
@@ -71,7 +72,7 @@ class OutputContext:
     reference: Any
     source: Any = None
     found: dict[str, Any] = field(default_factory=dict)
-    task: Any = None
+    task: TaskSpec | None = None
     overwrite: bool = False
 
     @property

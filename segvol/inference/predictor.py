@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,9 @@ class Prediction:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def regions_to_labels(bits: torch.Tensor, task: dict[str, Any]) -> torch.Tensor:
-    """(C, ...) region masks -> (1, ...) label map, painting regions in the order the task names them."""
-    paint = task.get("paint")
+def regions_to_labels(bits: torch.Tensor, paint: Sequence[Sequence[int]] = ()) -> torch.Tensor:
+    """(C, ...) region masks -> (1, ...) label map, painting ``(channel, value)`` pairs in order (the task's
+    ``paint``); without them region ``c`` is painted ``c + 1``."""
     if not paint:
         out = torch.zeros_like(bits[:1])
         for c in range(bits.shape[0]):
@@ -78,7 +79,7 @@ def _windows(model: LoadedModel, x: torch.Tensor, sw_batch_size: int | None, ove
              progress: bool, amp: bool) -> torch.Tensor:
     """Sliding-window logits of one input; the output is stitched on the CPU when it would not fit on the
     accelerator (decided up front, and again after an out-of-memory error)."""
-    out_channels = int(model.task["out_channels"])
+    out_channels = int(model.task.out_channels)
     where = stitch_device(x.shape, out_channels, model.device)
     if where != model.device:
         log.info("stitching the sliding-window output on the CPU (%s voxels x %d channels do not fit on %s)",
@@ -110,7 +111,7 @@ def _logits(model: LoadedModel, x: torch.Tensor, sw_batch_size: int | None, over
     logits = run(x)
     if not tta:
         return logits
-    softmax = model.task["activation"] == "softmax"
+    softmax = model.task.activation == "softmax"
     to_prob = (lambda t: torch.softmax(t, dim=1)) if softmax else torch.sigmoid
     probs = to_prob(logits)
     for axis in (2, 3, 4):
@@ -216,23 +217,23 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
     data, grids = _preprocess(model, prefix, data, extras)
     times["preprocess"] = time.perf_counter() - clock - times["load"]
     image = data["image"]
-    if image.shape[0] != model.task["in_channels"]:
-        raise SegvolError(f"{_name(image_input)}: the model expects {model.task['in_channels']} channel(s), "
+    if image.shape[0] != model.task.in_channels:
+        raise SegvolError(f"{_name(image_input)}: the model expects {model.task.in_channels} channel(s), "
                           f"the input has {image.shape[0]}")
     if image.ndim != 4:
         raise SegvolError(f"{_name(image_input)}: expected a 3D volume, got data of shape {tuple(image.shape)}")
     clock = time.perf_counter()
     with torch.inference_mode():
         logits = _logits(model, image.unsqueeze(0).to(model.device), sw_batch_size, overlap, progress, tta, amp)[0]
-        index = to_label_index(logits.unsqueeze(0), model.task["activation"])[0]
-        if model.task["activation"] == "sigmoid":
-            index = regions_to_labels(index, model.task)
-        prob = probabilities(logits, model.task["activation"]).cpu() if "prob" in extras else None
+        index = to_label_index(logits.unsqueeze(0), model.task.activation)[0]
+        if model.task.activation == "sigmoid":
+            index = regions_to_labels(index, model.task.paint)
+        prob = probabilities(logits, model.task.activation).cpu() if "prob" in extras else None
     del logits
     times["inference"] = time.perf_counter() - clock
     clock = time.perf_counter()
     index = postprocess(index.cpu(), model.cfg.infer, tuple(model.cfg.preprocess.spacing),
-                        int(model.task["out_channels"]))
+                        int(model.task.out_channels))
     times["postprocess"] = time.perf_counter() - clock
     clock = time.perf_counter()
     labels = _invert_labels(prefix, data, index, grids)
@@ -296,7 +297,7 @@ def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path | None
     plan = outputs if outputs is not None else OutputPlan.of(None)
     if isinstance(image_input, (list, tuple)) and len(image_input) == 1:  # one sequence: the scan itself
         image_input = image_input[0]
-    ref = _input_grid(image_input, int(model.task["in_channels"]))
+    ref = _input_grid(image_input, int(model.task.in_channels))
     targets = plan.targets(out_path) if out_path is not None else {}
     for target in targets.values():
         check_writable_target(target, overwrite)

@@ -140,7 +140,7 @@ def test_label_round_trip(et_label):
     tc, wt, et = (regions[c].numpy() > 0 for c in range(3))
     assert np.array_equal(tc, np.isin(seg, [1, et_label])) and np.array_equal(wt, seg > 0)
     assert np.array_equal(et, seg == et_label)
-    back = regions_to_labels(regions.to(torch.uint8), {"paint": [list(p) for p in region_paint(et_label)]})
+    back = regions_to_labels(regions.to(torch.uint8), region_paint(et_label))
     assert np.array_equal(back[0].numpy(), seg)
     binary = Compose(list(binary_label_transforms()))(dict(data))["label"]
     assert np.array_equal(binary[0].numpy(), (seg > 0).astype(np.float32))

@@ -18,7 +18,7 @@ def test_export_parity_and_metadata(tmp_path, untrained_ckpt):  # noqa: F811
     keys = {p.key for p in proto.metadata_props}
     assert {"segvol_config", "segvol_network", "segvol_task"} <= keys
     model = load_model(res.path, device=__import__("torch").device("cpu"))
-    assert model.backend == "onnxruntime" and model.task["in_channels"] == 1
+    assert model.backend == "onnxruntime" and model.task.in_channels == 1
 
 
 def test_onnx_and_torch_give_the_same_mask(tmp_path, untrained_ckpt, imagecas_small):  # noqa: F811
