@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -122,9 +122,10 @@ def mask_dice(a_path: Path, b_path: Path) -> float:
     """Dice of the foreground (any label) of two masks on one grid; NaN when both are empty."""
     import nibabel as nib
     import numpy as np
+    from nibabel.spatialimages import SpatialImage
 
-    a = np.asanyarray(nib.load(str(a_path)).dataobj) > 0
-    b = np.asanyarray(nib.load(str(b_path)).dataobj) > 0
+    a = np.asanyarray(cast(SpatialImage, nib.load(str(a_path))).dataobj) > 0
+    b = np.asanyarray(cast(SpatialImage, nib.load(str(b_path))).dataobj) > 0
     total = int(a.sum()) + int(b.sum())
     return float("nan") if total == 0 else 2.0 * int((a & b).sum()) / total
 

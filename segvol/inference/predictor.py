@@ -191,7 +191,8 @@ def _invert_labels(prefix: Any, data: dict[str, Any], index: torch.Tensor, grids
         return MetaTensor(labels, affine=grids.source_affine.to(torch.float64))
     log.debug("grids not axis-aligned: inverting with MONAI's Invertd")
     data["pred"] = MetaTensor(index.to(image.device).float(), meta=dict(image.meta))
-    return inverse_transform(prefix)(data)["pred"]  # inverted where the image is (the GPU with device_transforms)
+    # MONAI types the data as Mapping[Hashable, Any], which a str-keyed dict does not match (invariant keys)
+    return inverse_transform(prefix)(data)["pred"]  # type: ignore[arg-type]  # inverted where the image is
 
 
 def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | None = None,
@@ -241,7 +242,7 @@ def predict_volume(model: LoadedModel, image_input: Any, sw_batch_size: int | No
         from monai.data import MetaTensor
 
         data["prob"] = MetaTensor(prob.to(image.device), meta=dict(image.meta))
-        inverted = inverse_transform(prefix, key="prob", nearest=False)(data)["prob"]
+        inverted = inverse_transform(prefix, key="prob", nearest=False)(data)["prob"]  # type: ignore[arg-type]
         extras["prob"] = np.clip(np.asarray(inverted.detach().cpu(), dtype=np.float32), 0.0, 1.0)
     times["invert"] = time.perf_counter() - clock
     return labels, times

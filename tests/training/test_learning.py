@@ -5,7 +5,6 @@ blood pool too) or an all-background model gets (0.0)."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 UNTRAINED_MAX = 0.15
 TRAINED_MIN = 0.5
