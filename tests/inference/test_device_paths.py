@@ -44,22 +44,8 @@ def _scans(folder, n):
     return paths
 
 
-@pytest.fixture()
-def bright(monkeypatch):
-    """Every loaded model marks the voxels brighter than the scan's mean."""
-    from segvol.inference import backends
 
-    real_load = backends.load_model
-
-    def load(path, device):
-        loaded = real_load(path, device)
-        loaded.predict = lambda x: torch.cat([-x, x], dim=1)
-        return loaded
-
-    monkeypatch.setattr(backends, "load_model", load)
-
-
-def test_device_transforms_on_the_cpu_match_the_metatensor_path(tmp_path, bright):
+def test_device_transforms_on_the_cpu_match_the_metatensor_path(tmp_path, bright_model):
     (scan,) = _scans(tmp_path, 1)
     masks = {}
     for on in (True, False):

@@ -17,20 +17,6 @@ from tests.inference.test_infer_geometry import AFFINES, untrained_ckpt  # noqa:
 OBLIQUE = AFFINES["oblique"]
 
 
-@pytest.fixture()
-def bright_model(monkeypatch):
-    """Every model marks the voxels brighter than the scan's mean (class 1 where the normalised image > 0)."""
-    from segvol.inference import backends
-
-    real_load = backends.load_model
-
-    def load(path, device):
-        loaded = real_load(path, device)
-        loaded.predict = lambda x: torch.cat([-x, x], dim=1)
-        return loaded
-
-    monkeypatch.setattr(backends, "load_model", load)
-
 
 def _box_scan(shape=(40, 30, 12)):
     image = np.full(shape, -150, np.int16)

@@ -23,20 +23,6 @@ from tests.inference.test_infer_geometry import AFFINES, untrained_ckpt  # noqa:
 AFFINE = AFFINES["LPI anisotropic offset"]
 
 
-@pytest.fixture()
-def bright_model(monkeypatch):
-    """Every model marks the voxels brighter than the scan's mean (class 1 where the normalised image > 0)."""
-    from segvol.inference import backends
-
-    real_load = backends.load_model
-
-    def load(path, device):
-        loaded = real_load(path, device)
-        loaded.predict = lambda x: torch.cat([-x, x], dim=1)
-        return loaded
-
-    monkeypatch.setattr(backends, "load_model", load)
-
 
 def _box(shape=(30, 24, 10), lo=(5, 6, 2), hi=(18, 20, 7)):
     image = np.full(shape, -150, np.int16)
