@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 META = "dataset.json"
 CT_PREPROCESS: dict[str, Any] = {"intensity_window": [-1000.0, 1000.0]}  # the CT intensity scheme for any CT task
 MR_PREPROCESS: dict[str, Any] = {"intensity_window": None}  # nonzero, channel-wise z-score only
-_NORM = {"CT": "window", "MR": "nonzero"}  # preprocess.intensity_norm of each scheme, where the config has it
+_NORM = {"CT": "window", "MR": "nonzero"}  # preprocess.intensity_norm of each scheme
 PHANTOM_CHANNELS = ("T2", "T1c")
 PHANTOM_LABELS = ("background", "lesion", "core")
 _CHANNEL_FILE = re.compile(r"^(.+)_(\d{4})$")
@@ -200,10 +200,6 @@ class MSD(DatasetAdapter):
 
     def configure(self, cfg: Config) -> Config:
         """The intensity scheme of the modality ``dataset.json`` names: CT's for CT, MRI's otherwise."""
-        from dataclasses import fields
-
-        from segvol.config import PreprocessConfig
-
         meta = read_meta(cfg.data.root)
         scheme: dict[str, Any]
         if meta.modality == "CT" and cfg.preprocess.intensity_window is not None:
@@ -213,8 +209,7 @@ class MSD(DatasetAdapter):
         if meta.modality != "CT" and cfg.preprocess.intensity_window is not None:
             log.warning("%s: channels %s are not CT; preprocess.intensity_window is ignored", meta.path,
                         ", ".join(meta.channels))
-        if "intensity_norm" in {f.name for f in fields(PreprocessConfig)}:
-            scheme["intensity_norm"] = _NORM[meta.modality]
+        scheme["intensity_norm"] = _NORM[meta.modality]
         return cfg.replace(preprocess=scheme)
 
     def modality_of(self, root: str | Path) -> str:
