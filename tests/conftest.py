@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny phantoms in tmp folders, a tiny config, and paths to the real sample scans."""
+"""Shared fixtures: tiny phantoms in tmp folders, a tiny config, a trained tiny model, a stand-in model that marks
+bright voxels, and paths to the real sample scans."""
 
 from __future__ import annotations
 
@@ -70,3 +71,20 @@ def trained_imagecas(tmp_path_factory):
     before = validate(untrained, cached_volumes(groups["val"], cfg, spec), cfg, spec, torch.device("cpu"))["val_dice"]
     result = api.train(cfg=cfg, models_dir=tmp / "models", name="learn", device="cpu", progress=False)
     return cfg, spec, groups, before, result
+
+
+@pytest.fixture()
+def bright_model(monkeypatch):
+    """Every loaded model marks the voxels brighter than the scan's mean (class 1 where the normalised image > 0)."""
+    import torch
+
+    from segvol.inference import backends
+
+    real_load = backends.load_model
+
+    def load(path, device):
+        loaded = real_load(path, device)
+        loaded.predict = lambda x: torch.cat([-x, x], dim=1)
+        return loaded
+
+    monkeypatch.setattr(backends, "load_model", load)

@@ -8,7 +8,6 @@ import numpy as np
 
 from segvol.cli import main
 from tests.conftest import write_nifti
-from tests.inference.test_dicom_and_outputs import bright_model  # noqa: F401
 from tests.inference.test_infer_geometry import untrained_ckpt  # noqa: F401
 from tests.tree.tubes import capsule_mask, grid_affine
 
