@@ -323,6 +323,12 @@ def _detour(graph: VoxelGraph, lengths: dict[int, float], edge: int, limit: floa
     import heapq
 
     e = graph.edges[edge]
+    links: dict[int, list[tuple[int, int]]] = {}  # node -> (edge, node at its other end), in the graph's edge order
+    for k, other in graph.edges.items():
+        if k != edge:
+            links.setdefault(other.u, []).append((k, other.v))
+            if other.v != other.u:
+                links.setdefault(other.v, []).append((k, other.u))
     best = {e.u: 0.0}
     heap = [(0.0, e.u)]
     while heap:
@@ -331,10 +337,7 @@ def _detour(graph: VoxelGraph, lengths: dict[int, float], edge: int, limit: floa
             return d
         if d > best.get(n, np.inf):
             continue
-        for k, other in graph.edges.items():
-            if k == edge or n not in (other.u, other.v):
-                continue
-            m = other.v if other.u == n else other.u
+        for k, m in links.get(n, ()):
             nd = d + lengths.setdefault(k, 0.0)
             if nd <= limit and nd < best.get(m, np.inf):
                 best[m] = nd
