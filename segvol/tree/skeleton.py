@@ -286,6 +286,7 @@ def contract_links(graph: VoxelGraph, radius_at: np.ndarray, coords_mm: np.ndarr
     lengths = {k: _path_length(coords_mm[e.path]) for k, e in graph.edges.items()}
     while True:
         found, shortcut = None, None
+        links = _links(graph)
         for k, e in graph.edges.items():
             if graph.nodes[e.u].kind != "junction" or graph.nodes[e.v].kind != "junction":
                 continue
@@ -294,7 +295,7 @@ def contract_links(graph: VoxelGraph, radius_at: np.ndarray, coords_mm: np.ndarr
             if length <= (4.0 * r if e.u == e.v else r):
                 found = k
                 break
-            if e.u != e.v and length <= 4.0 * r and _detour(graph, lengths, k, 4.0 * r) is not None:
+            if e.u != e.v and length <= 4.0 * r and _detour(graph, lengths, k, 4.0 * r, links) is not None:
                 shortcut = k
                 break
         if shortcut is not None:  # a small ring through junctions: drop its longest link
@@ -318,17 +319,23 @@ def contract_links(graph: VoxelGraph, radius_at: np.ndarray, coords_mm: np.ndarr
         _settle(graph, e.u)
 
 
-def _detour(graph: VoxelGraph, lengths: dict[int, float], edge: int, limit: float) -> float | None:
-    """Length of the shortest path between the ends of ``edge`` that avoids it, if one is no longer than ``limit``."""
+def _links(graph: VoxelGraph) -> dict[int, list[tuple[int, int]]]:
+    """node -> (edge, node at its other end) for every edge, in the graph's edge order."""
+    links: dict[int, list[tuple[int, int]]] = {}
+    for k, other in graph.edges.items():
+        links.setdefault(other.u, []).append((k, other.v))
+        if other.v != other.u:
+            links.setdefault(other.v, []).append((k, other.u))
+    return links
+
+
+def _detour(graph: VoxelGraph, lengths: dict[int, float], edge: int, limit: float,
+            links: dict[int, list[tuple[int, int]]]) -> float | None:
+    """Length of the shortest path between the ends of ``edge`` that avoids it, if one is no longer than ``limit``
+    (``links``: :func:`_links` of the graph as it is)."""
     import heapq
 
     e = graph.edges[edge]
-    links: dict[int, list[tuple[int, int]]] = {}  # node -> (edge, node at its other end), in the graph's edge order
-    for k, other in graph.edges.items():
-        if k != edge:
-            links.setdefault(other.u, []).append((k, other.v))
-            if other.v != other.u:
-                links.setdefault(other.v, []).append((k, other.u))
     best = {e.u: 0.0}
     heap = [(0.0, e.u)]
     while heap:
@@ -338,6 +345,8 @@ def _detour(graph: VoxelGraph, lengths: dict[int, float], edge: int, limit: floa
         if d > best.get(n, np.inf):
             continue
         for k, m in links.get(n, ()):
+            if k == edge:
+                continue
             nd = d + lengths.setdefault(k, 0.0)
             if nd <= limit and nd < best.get(m, np.inf):
                 best[m] = nd
