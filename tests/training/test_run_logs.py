@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import types
 
 import pytest
 
@@ -36,13 +37,18 @@ def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2]
 
 
-def test_tensorboard_resume_purges_the_repeated_epochs(tmp_path):
+def test_tensorboard_resume_purges_the_repeated_epochs(tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.summary.writer import event_file_writer
 
     first = TrainLogger(tmp_path)
     for epoch in (1, 2, 3):  # epoch 3 was logged, then the run died before its checkpoint
         first.log_epoch(epoch, {"epoch": epoch, "loss": float(epoch)})
     first.close()
+    # A resume is a later process: its event file is named by a later second. Within one second TensorBoard would
+    # order the two files by a counter compared as text ("10" before "9"), which no real resume meets.
+    clock = event_file_writer.time.time
+    monkeypatch.setattr(event_file_writer, "time", types.SimpleNamespace(time=lambda: clock() + 60))
     resumed = TrainLogger(tmp_path, purge_step=3)  # last.pt holds epoch 2: epoch 3 runs again
     for epoch in (3, 4):
         resumed.log_epoch(epoch, {"epoch": epoch, "loss": 10.0 * epoch})
