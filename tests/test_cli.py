@@ -40,6 +40,7 @@ def test_synth_train_export_infer(tmp_path):
     run = tmp_path / "models" / "run1"
     assert {"best.pt", "last.pt", "metrics.csv", "config.yaml", "split.json"} <= {p.name for p in run.iterdir()}
     out = segvol("export-onnx", cwd=tmp_path)
+    assert "(dynamic batch and spatial axes (multiples of 16))" in out.stdout
     assert "max |ONNX Runtime - PyTorch|" in out.stdout and (tmp_path / "models" / "model.onnx").is_file()
     scan = tmp_path / "data" / "imagecas" / "4.img.nii.gz"
     out = segvol("infer", str(scan), cwd=tmp_path)

@@ -75,7 +75,7 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, out: str | Pa
     from segvol.data.registry import get_adapter
     from segvol.evaluation.classes import scheme_for_task
     from segvol.inference.backends import load_model
-    from segvol.utils import pick_device
+    from segvol.utils import pick_device, torch_flags
 
     run_dir = Path(run_dir)
     cfg, name, records = run_cases(run_dir, split, data_root)
@@ -84,7 +84,8 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, out: str | Pa
     scheme, names = scheme_for_task(model.task)
     log.info("evaluating %s on %d %s case(s) -> %s", run_dir / checkpoint, len(records), name, out_dir)
     defaults = get_adapter(cfg.data.dataset).evaluation_defaults()
-    cases = _predict(model, records, out_dir / "predictions", progress)
+    with torch_flags(benchmark=True):  # ROI-shaped windows, as in ``segvol infer``; the caller's flags come back
+        cases = _predict(model, records, out_dir / "predictions", progress)
     meta = {"run": str(run_dir), "checkpoint": str(run_dir / checkpoint), "split": name,
             "dataset": cfg.data.dataset}
     return evaluate_cases(cases, out_dir, scheme=scheme, names=names, vessel=defaults.vessel, worst=worst, gif=gif,

@@ -33,6 +33,7 @@ class ExportResult:
         dynamic: batch and spatial axes are dynamic (else the graph takes the ROI size only).
         checked_shapes: the input shapes the two were compared on.
         tolerance: the largest difference the export accepts (it fails, writing nothing, above it).
+        divisor: what each dynamic spatial axis must be a multiple of (the network's downsampling).
     """
 
     path: Path
@@ -40,6 +41,7 @@ class ExportResult:
     dynamic: bool
     checked_shapes: list[tuple[int, ...]]
     tolerance: float = TOLERANCE
+    divisor: tuple[int, int, int] = (16, 16, 16)
 
 
 def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, divisor: tuple[int, int, int] = (16, 16, 16)
@@ -111,4 +113,5 @@ def export_onnx_file(ckpt: dict, out: str | Path, tolerance: float = TOLERANCE) 
         if not diff <= tolerance:
             raise SegvolError(f"{out}: ONNX Runtime output differs from PyTorch by {diff:.3g} "
                               f"(> tolerance {tolerance}); nothing was written")
-    return ExportResult(path=out, max_abs_diff=diff, dynamic=dynamic, checked_shapes=shapes, tolerance=tolerance)
+    return ExportResult(path=out, max_abs_diff=diff, dynamic=dynamic, checked_shapes=shapes, tolerance=tolerance,
+                        divisor=divisor)

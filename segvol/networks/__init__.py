@@ -37,6 +37,8 @@ class NetworkEntry:
         dropout_key: the name of the network's dropout argument (``model.dropout`` goes there).
         divisor: ``divisor(kwargs)`` -> the factor each spatial axis of the input must be a multiple of.
         uses_features: ``model.features`` are this network's feature sizes (BasicUNet).
+        min_multiple: the least multiple of ``divisor`` a training patch takes per axis: 2 where the deepest
+            features are instance-normalised (one voxel there cannot be normalised in training), else 1.
     """
 
     build: Callable[..., Any]
@@ -44,6 +46,7 @@ class NetworkEntry:
     dropout_key: str | None = "dropout"
     divisor: Callable[[Mapping[str, Any]], tuple[int, int, int]] = lambda kwargs: (16, 16, 16)
     uses_features: bool = False
+    min_multiple: int = 2
 
 
 def _monai(name: str) -> Callable[..., Any]:
@@ -81,7 +84,7 @@ NETWORKS: dict[str, NetworkEntry] = {
                          divisor=lambda kw: _per_axis(kw["strides"])),
     "segresnet": NetworkEntry(_monai("SegResNet"), {"init_filters": 16, "blocks_down": (1, 2, 2, 4),
                                                     "blocks_up": (1, 1, 1)},
-                              dropout_key="dropout_prob", divisor=_segresnet_divisor),
+                              dropout_key="dropout_prob", divisor=_segresnet_divisor, min_multiple=1),
     "dynunet": NetworkEntry(_monai("DynUNet"), {"kernel_size": (3, 3, 3, 3, 3), "strides": (1, 2, 2, 2, 2),
                                                 "upsample_kernel_size": (2, 2, 2, 2),
                                                 "filters": (32, 64, 128, 256, 320)},
@@ -156,11 +159,11 @@ def network_args(cfg: Config, in_channels: int, out_channels: int) -> dict[str, 
         kwargs[entry.dropout_key] = float(cfg.model.dropout)
     kwargs.update(extra)
     args = {"name": name, "kwargs": _plain(kwargs)}
-    _check_roi(cfg.preprocess.roi_size, name, args)
+    _check_roi(cfg.preprocess.roi_size, name, args, entry.min_multiple)
     return args
 
 
-def _check_roi(roi: tuple[int, ...], name: str, args: dict[str, Any]) -> None:
+def _check_roi(roi: tuple[int, ...], name: str, args: dict[str, Any], min_multiple: int) -> None:
     try:
         divisor = shape_divisor(args)
     except (KeyError, TypeError, ValueError) as exc:
@@ -169,6 +172,10 @@ def _check_roi(roi: tuple[int, ...], name: str, args: dict[str, Any]) -> None:
         need = divisor[0] if len(set(divisor)) == 1 else "x".join(map(str, divisor))
         raise SegvolError(f"preprocess.roi_size {list(roi)}: model {name} needs every axis to be a multiple of "
                           f"{need} (its downsampling); e.g. {[math.ceil(r / d) * d for r, d in zip(roi, divisor)]}")
+    least = [d * min_multiple for d in divisor]
+    if any(int(r) < m for r, m in zip(roi, least)):
+        raise SegvolError(f"preprocess.roi_size {list(roi)}: model {name} needs at least {least} to train (its "
+                          f"deepest features must keep more than one voxel per axis for instance norm)")
 
 
 def build_network(args: Mapping[str, Any]) -> Any:

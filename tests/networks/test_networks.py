@@ -81,6 +81,16 @@ def test_a_patch_size_the_network_cannot_take_is_refused(name, roi, need):
         network_args(cfg, 1, 2)
 
 
+def test_a_patch_too_small_to_train_is_refused():
+    cfg = load_config("tiny", ["model.name=swinunetr", "preprocess.roi_size=[32,32,32]"],
+                      model={"kwargs": TINY["swinunetr"][0]})
+    with pytest.raises(SegvolError, match=r"model swinunetr needs at least \[64, 64, 64\] to train"):
+        network_args(cfg, 1, 2)
+    cfg = load_config("tiny", ["model.name=segresnet", "preprocess.roi_size=[8,8,8]"],  # group norm: 1 voxel is fine
+                      model={"kwargs": TINY["segresnet"][0]})
+    assert shape_divisor(network_args(cfg, 1, 2)) == (4, 4, 4)
+
+
 def test_dynunet_anisotropic_strides_give_a_divisor_per_axis():
     cfg = load_config("tiny", ["model.name=dynunet", "preprocess.roi_size=[32,32,8]"],
                       model={"kwargs": {"filters": [4, 8, 16], "strides": [1, [2, 2, 1], [2, 2, 2]],
