@@ -12,12 +12,15 @@ The steps, each cheap on a full-size CT because everything runs in the mask's bo
 4. :func:`trace_graph`: nodes at voxels with one neighbour (ends), none (a single voxel) or three and more
    (junctions; touching junction voxels form one node); edges are the ordered voxel chains between them. A closed
    ring without a node gets one.
-5. :func:`prune_spurs`: terminal edges shorter than ``spur_factor`` times the radius at their junction are removed,
-   shortest first, and nodes left with two edges are dissolved into one edge, until nothing changes.
+5. :func:`prune_spurs`: junctions joined inside their spheres are merged (:func:`contract_links`, a work queue that
+   re-examines only the edges a change can affect); terminal edges shorter than ``spur_factor`` times the radius at
+   their junction are removed, shortest first, and nodes left with two edges are dissolved into one edge, until
+   nothing changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -170,14 +173,52 @@ class GraphEdge:
 
 @dataclass
 class VoxelGraph:
-    """Nodes and edges over the pixels of a :class:`PixelGraph`."""
+    """Nodes and edges over the pixels of a :class:`PixelGraph`.
+
+    Edges are added and removed through :meth:`add_edge`, :meth:`pop_edge` and :meth:`relink`, which keep a
+    node -> incident edges index; edge ids only grow, so the order of ``edges`` is the order of the ids.
+    """
 
     pixels: PixelGraph
     nodes: dict[int, GraphNode] = field(default_factory=dict)
     edges: dict[int, GraphEdge] = field(default_factory=dict)
+    _at: dict[int, set[int]] = field(default_factory=dict, repr=False)  # node -> ids of the edges touching it
+    _next: int = field(default=0, repr=False)
+
+    def add_edge(self, u: int, v: int, path: list[int]) -> int:
+        k = self._next
+        self._next += 1
+        self.edges[k] = GraphEdge(u, v, path)
+        self._at.setdefault(u, set()).add(k)
+        self._at.setdefault(v, set()).add(k)
+        return k
+
+    def pop_edge(self, k: int) -> GraphEdge:
+        e = self.edges.pop(k)
+        self._at[e.u].discard(k)
+        self._at[e.v].discard(k)
+        return e
+
+    def relink(self, old: int, new: int) -> None:
+        """Move every edge end at node ``old`` to node ``new``."""
+        for k in self._at.pop(old, set()):
+            e = self.edges[k]
+            e.u = new if e.u == old else e.u
+            e.v = new if e.v == old else e.v
+            self._at.setdefault(new, set()).add(k)
 
     def incident(self, node: int) -> list[int]:
-        return [k for k, e in self.edges.items() for end in (e.u, e.v) if end == node]
+        """Ids of the edges at ``node`` in id order, a loop onto it twice."""
+        return [k for k in sorted(self._at.get(node, ())) for end in (self.edges[k].u, self.edges[k].v)
+                if end == node]
+
+    def links(self, node: int) -> list[tuple[int, int]]:
+        """(edge, node at its other end) for every edge at ``node``."""
+        out = []
+        for k in self._at.get(node, ()):
+            e = self.edges[k]
+            out.append((k, e.v if e.u == node else e.u))
+        return out
 
 
 def _node_pixels(pg: PixelGraph) -> dict[int, GraphNode]:
@@ -233,7 +274,7 @@ def trace_graph(pg: PixelGraph) -> VoxelGraph:
                 path = _walk(pg, node_of, p, q)
                 walked.update({(path[0], path[1]), (path[-1], path[-2])})
                 on_edge[path] = True
-                graph.edges[len(graph.edges)] = GraphEdge(k, int(node_of[path[-1]]), path)
+                graph.add_edge(k, int(node_of[path[-1]]), path)
 
     for k in list(graph.nodes):
         trace_from(k)
@@ -250,89 +291,145 @@ def _path_length(coords_mm: np.ndarray) -> float:
     return float(np.linalg.norm(np.diff(coords_mm, axis=0), axis=1).sum()) if len(coords_mm) > 1 else 0.0
 
 
-def _merge_through(graph: VoxelGraph, node: int) -> None:
-    """Dissolve a node with exactly two edges (not a loop onto itself) into one edge."""
+class _Lengths(dict):
+    """Edge id -> polyline length in mm, measured on first use (edge ids are never reused)."""
+
+    def __init__(self, graph: VoxelGraph, coords_mm: np.ndarray) -> None:
+        super().__init__()
+        self.graph, self.coords_mm = graph, coords_mm
+
+    def __missing__(self, k: int) -> float:
+        value = self[k] = _path_length(self.coords_mm[self.graph.edges[k].path])
+        return value
+
+
+def _merge_through(graph: VoxelGraph, node: int) -> int | None:
+    """Dissolve a node with exactly two edges (not a loop onto itself) into one edge; returns the new edge's id."""
     inc = graph.incident(node)
     if len(inc) != 2 or inc[0] == inc[1] or graph.nodes[node].kind == "ring":
-        return
-    new_id = max(graph.edges) + 1
-    a, b = graph.edges.pop(inc[0]), graph.edges.pop(inc[1])
+        return None
+    a, b = graph.pop_edge(inc[0]), graph.pop_edge(inc[1])
     pa = a.path if a.v == node else a.path[::-1]  # ... -> node
     pb = b.path if b.u == node else b.path[::-1]  # node -> ...
     ua = a.u if a.v == node else a.v
     vb = b.v if b.u == node else b.u
     joined = pa + (pb[1:] if pb[0] == pa[-1] else pb)
     del graph.nodes[node]
-    graph.edges[new_id] = GraphEdge(ua, vb, joined)
+    graph._at.pop(node, None)
+    return graph.add_edge(ua, vb, joined)
 
 
-def _settle(graph: VoxelGraph, node: int) -> None:
-    """Give a junction that lost edges the kind its degree says, and dissolve it when two edges are left."""
+def _settle(graph: VoxelGraph, node: int) -> int | None:
+    """Give a junction that lost edges the kind its degree says, and dissolve it when two edges are left (the id
+    of the edge that replaces them, else None)."""
     left = len(graph.incident(node))
     if left <= 1:
         graph.nodes[node].kind = "end" if left == 1 else "point"
-    _merge_through(graph, node)
+    return _merge_through(graph, node)
 
 
-def contract_links(graph: VoxelGraph, radius_at: np.ndarray, coords_mm: np.ndarray) -> int:
+def _within(graph: VoxelGraph, sources: set[int], lengths: _Lengths, limit: float) -> set[int]:
+    """Nodes no further than ``limit`` mm along the graph from any of ``sources``."""
+    import heapq
+
+    best = dict.fromkeys(sources, 0.0)
+    heap = [(0.0, n) for n in sources]
+    while heap:
+        d, n = heapq.heappop(heap)
+        if d > best[n]:
+            continue
+        for k, m in graph.links(n):
+            nd = d + lengths[k]
+            if nd <= limit and nd < best.get(m, np.inf):
+                best[m] = nd
+                heapq.heappush(heap, (nd, m))
+    return set(best)
+
+
+def _link_verdict(graph: VoxelGraph, k: int, radius_at: np.ndarray, lengths: _Lengths) -> str | None:
+    """``"absorb"`` for an edge inside its junctions' spheres, ``"shortcut"`` for a link that closes a small ring,
+    else None (see :func:`contract_links`)."""
+    e = graph.edges[k]
+    if graph.nodes[e.u].kind != "junction" or graph.nodes[e.v].kind != "junction":
+        return None
+    r = float(max(radius_at[graph.nodes[e.u].pixels].max(), radius_at[graph.nodes[e.v].pixels].max()))
+    length = lengths[k]
+    if length <= (4.0 * r if e.u == e.v else r):
+        return "absorb"
+    if e.u != e.v and length <= 4.0 * r and _detour(graph, lengths, k, 4.0 * r) is not None:
+        return "shortcut"
+    return None
+
+
+def _absorb(graph: VoxelGraph, k: int) -> set[int]:
+    """Merge the far junction of edge ``k`` and the edge's voxels into its near junction; the nodes whose
+    surroundings changed."""
+    e = graph.pop_edge(k)
+    keep = graph.nodes[e.u]
+    keep.pixels = sorted(set(keep.pixels) | set(e.path) | set(graph.nodes[e.v].pixels))
+    if e.v != e.u:
+        del graph.nodes[e.v]
+        graph.relink(e.v, e.u)
+    new = _settle(graph, e.u)
+    return {e.u} if new is None else {graph.edges[new].u, graph.edges[new].v}
+
+
+def _drop_shortcut(graph: VoxelGraph, k: int) -> set[int]:
+    """Remove the link ``k`` that closes a small ring; the nodes whose surroundings changed."""
+    e = graph.pop_edge(k)
+    touched = set()
+    for node in (e.u, e.v):
+        if node in graph.nodes and graph.nodes[node].kind == "junction":
+            new = _settle(graph, node)
+            touched |= {node} if new is None else {graph.edges[new].u, graph.edges[new].v}
+    return {n for n in touched if n in graph.nodes}
+
+
+def contract_links(graph: VoxelGraph, radius_at: np.ndarray, coords_mm: np.ndarray, *,
+                   edges: Iterable[int] | None = None, lengths: _Lengths | None = None) -> int:
     """Merge junctions joined by an edge that lies inside their spheres, and drop small loops onto one junction.
 
     Thick junctions thin into small clusters of voxels joined by short chains (parallel links, tiny rings); an edge
     between two junctions no longer than the larger junction radius, or a loop onto one junction no longer than
     four times its radius, is part of the junction; an edge no longer than four times the larger junction radius
     that closes a ring with a path also no longer than that is dropped. Returns how many edges were absorbed.
+
+    The edges are taken in id order from a work queue; after a change only the edges that it can affect are
+    queued again: those at nodes within four times the largest radius of a merged junction (merging shortens
+    paths, so a ring may have become small), and the edges it created. ``edges`` limits the first queue to those
+    ids (the rest are known not to qualify); ``lengths`` caches edge lengths between calls.
     """
+    import heapq
+
+    lengths = lengths if lengths is not None else _Lengths(graph, coords_mm)
+    reach = 4.0 * float(radius_at.max()) if len(radius_at) else 0.0
+    queue = sorted(graph.edges if edges is None else {k for k in edges if k in graph.edges})
+    queued = set(queue)
     absorbed = 0
-    lengths = {k: _path_length(coords_mm[e.path]) for k, e in graph.edges.items()}
-    while True:
-        found, shortcut = None, None
-        links = _links(graph)
-        for k, e in graph.edges.items():
-            if graph.nodes[e.u].kind != "junction" or graph.nodes[e.v].kind != "junction":
-                continue
-            r = float(max(radius_at[graph.nodes[e.u].pixels].max(), radius_at[graph.nodes[e.v].pixels].max()))
-            length = lengths.setdefault(k, _path_length(coords_mm[e.path]))
-            if length <= (4.0 * r if e.u == e.v else r):
-                found = k
-                break
-            if e.u != e.v and length <= 4.0 * r and _detour(graph, lengths, k, 4.0 * r, links) is not None:
-                shortcut = k
-                break
-        if shortcut is not None:  # a small ring through junctions: drop its longest link
-            e = graph.edges.pop(shortcut)
-            absorbed += 1
-            for node in (e.u, e.v):
-                if node in graph.nodes and graph.nodes[node].kind == "junction":
-                    _settle(graph, node)
+    while queue:
+        k = heapq.heappop(queue)
+        queued.discard(k)
+        if k not in graph.edges:
             continue
-        if found is None:
-            return absorbed
-        e = graph.edges.pop(found)
-        keep = graph.nodes[e.u]
-        keep.pixels = sorted(set(keep.pixels) | set(e.path) | set(graph.nodes[e.v].pixels))
-        if e.v != e.u:
-            del graph.nodes[e.v]
-            for other in graph.edges.values():
-                other.u = e.u if other.u == e.v else other.u
-                other.v = e.u if other.v == e.v else other.v
+        verdict = _link_verdict(graph, k, radius_at, lengths)
+        if verdict is None:
+            continue
         absorbed += 1
-        _settle(graph, e.u)
+        if verdict == "absorb":  # paths through the merged junction got shorter: look again within reach
+            touched = _within(graph, _absorb(graph, k), lengths, reach)
+        else:  # removing a link only lengthens paths: the settled junctions' edges and any new edge
+            touched = _drop_shortcut(graph, k)
+        for node in touched:
+            for j in graph._at.get(node, ()):
+                if j not in queued:
+                    queued.add(j)
+                    heapq.heappush(queue, j)
+    return absorbed
 
 
-def _links(graph: VoxelGraph) -> dict[int, list[tuple[int, int]]]:
-    """node -> (edge, node at its other end) for every edge, in the graph's edge order."""
-    links: dict[int, list[tuple[int, int]]] = {}
-    for k, other in graph.edges.items():
-        links.setdefault(other.u, []).append((k, other.v))
-        if other.v != other.u:
-            links.setdefault(other.v, []).append((k, other.u))
-    return links
-
-
-def _detour(graph: VoxelGraph, lengths: dict[int, float], edge: int, limit: float,
-            links: dict[int, list[tuple[int, int]]]) -> float | None:
-    """Length of the shortest path between the ends of ``edge`` that avoids it, if one is no longer than ``limit``
-    (``links``: :func:`_links` of the graph as it is)."""
+def _detour(graph: VoxelGraph, lengths: dict[int, float], edge: int, limit: float) -> float | None:
+    """Length of the shortest path between the ends of ``edge`` that avoids it, if one is no longer than
+    ``limit``."""
     import heapq
 
     e = graph.edges[edge]
@@ -344,18 +441,18 @@ def _detour(graph: VoxelGraph, lengths: dict[int, float], edge: int, limit: floa
             return d
         if d > best.get(n, np.inf):
             continue
-        for k, m in links.get(n, ()):
+        for k, m in graph.links(n):
             if k == edge:
                 continue
-            nd = d + lengths.setdefault(k, 0.0)
+            nd = d + lengths[k]
             if nd <= limit and nd < best.get(m, np.inf):
                 best[m] = nd
                 heapq.heappush(heap, (nd, m))
     return None
 
 
-def _spurs(graph: VoxelGraph, radius_at: np.ndarray, coords_mm: np.ndarray, spur_factor: float,
-           lengths: dict[int, float]) -> list[tuple[float, int, int]]:
+def _spurs(graph: VoxelGraph, radius_at: np.ndarray, spur_factor: float,
+           lengths: _Lengths) -> list[tuple[float, int, int]]:
     """(length, edge, junction) of every terminal edge shorter than its limit, shortest first."""
     found = []
     for k, e in graph.edges.items():
@@ -363,9 +460,7 @@ def _spurs(graph: VoxelGraph, radius_at: np.ndarray, coords_mm: np.ndarray, spur
         if e.u == e.v or "junction" not in kinds or "end" not in kinds:
             continue
         junction = e.u if kinds[0] == "junction" else e.v
-        limit = spur_factor * float(max(radius_at[p] for p in graph.nodes[junction].pixels))
-        if k not in lengths:
-            lengths[k] = _path_length(coords_mm[e.path])
+        limit = spur_factor * float(radius_at[graph.nodes[junction].pixels].max())
         if lengths[k] < limit:
             found.append((lengths[k], k, junction))
     return sorted(found)
@@ -381,19 +476,25 @@ def prune_spurs(graph: VoxelGraph, radius_at: np.ndarray, spacing: np.ndarray, s
         spur_factor: a terminal edge shorter than this times the radius at its junction is a spur.
     """
     coords_mm = graph.pixels.coords * spacing
-    lengths: dict[int, float] = {}
+    lengths = _Lengths(graph, coords_mm)
     removed = 0
     for node in [k for k, n in graph.nodes.items() if n.kind == "junction"]:
         _merge_through(graph, node)  # junction voxels left with two edges after the staircase clean-up
+    check: list[int] | None = None  # all edges at first; then only those made by removing spurs
     while True:
-        contract_links(graph, radius_at, coords_mm)
-        spurs = _spurs(graph, radius_at, coords_mm, spur_factor, lengths)
+        contract_links(graph, radius_at, coords_mm, edges=check, lengths=lengths)
+        spurs = _spurs(graph, radius_at, spur_factor, lengths)
         if not spurs:
             return removed
+        check = []
         for _, k, junction in spurs:
             if k not in graph.edges or graph.nodes.get(junction) is None or graph.nodes[junction].kind != "junction":
                 continue
-            e = graph.edges.pop(k)
-            del graph.nodes[e.v if e.u == junction else e.u]
+            e = graph.pop_edge(k)
+            end = e.v if e.u == junction else e.u
+            del graph.nodes[end]
+            graph._at.pop(end, None)
             removed += 1
-            _settle(graph, junction)
+            new = _settle(graph, junction)
+            if new is not None:
+                check.append(new)

@@ -11,7 +11,7 @@ import numpy as np
 
 from segvol.data.phantoms.imagecas import Centreline, PhantomGeometry, make_imagecas_phantom
 
-__all__ = ["generated_trees", "rasterise", "polyline_length", "separate_tubes"]
+__all__ = ["generated_trees", "rasterise", "polyline_length", "separate_tubes", "touches_itself"]
 
 
 def generated_trees(seed: int, shape=(160, 160, 90), spacing=(1.1, 1.1, 1.1)) -> list[Centreline]:
@@ -75,3 +75,12 @@ def separate_tubes(tubes: list[Centreline]) -> list[Centreline]:
         if not any(_touches(side, k) for k in kept):
             kept.append(side)
     return kept
+
+
+def touches_itself(tube: Centreline, apart_mm: float = 8.0) -> bool:
+    """Whether two stretches of ``tube`` more than ``apart_mm`` apart along it come closer than their radii plus
+    1 mm (a branch that winds back onto itself makes a ring in the mask, so the known geometry is no tree)."""
+    d = np.linalg.norm(tube.points_mm[:, None] - tube.points_mm[None], axis=2)
+    along = np.abs(np.arange(len(d))[:, None] - np.arange(len(d))[None])  # points are 1 mm apart
+    close = d < tube.radii_mm[:, None] + tube.radii_mm[None] + 1.0
+    return bool((close & (along > apart_mm)).any())

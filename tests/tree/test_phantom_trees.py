@@ -2,7 +2,8 @@
 branch count, total length (within 5 %) and radii (within one voxel).
 
 The cases are trees whose kept tubes (see ``separate_tubes``) do not run into each other; in some generated trees
-the two main branches hug each other for a while after they split, which makes a ring in the mask itself.
+the two main branches hug each other for a while after they split, or a branch winds back onto itself, which makes
+a ring in the mask itself.
 """
 
 from __future__ import annotations
@@ -11,23 +12,23 @@ import numpy as np
 import pytest
 
 from segvol.tree import analyse_mask
-from tests.tree.phantom_trees import generated_trees, polyline_length, rasterise, separate_tubes
+from tests.tree.phantom_trees import generated_trees, polyline_length, rasterise, separate_tubes, touches_itself
 
 
 @pytest.fixture(scope="module")
 def phantom_tubes():
-    return {seed: generated_trees(seed) for seed in (0, 5, 6)}
+    return {seed: generated_trees(seed) for seed in (0, 6, 9)}
 
 
 @pytest.mark.parametrize("seed,side,spacing,flip", [
     (0, "left", (0.5, 0.5, 0.6), (True, True, False)),
     (0, "right", (0.45, 0.45, 0.6), (False, False, False)),
-    (5, "left", (0.5, 0.5, 0.6), (True, False, True)),
+    (9, "left", (0.5, 0.5, 0.6), (True, False, True)),
     (6, "left", (0.55, 0.5, 0.45), (True, True, False)),
 ])
 def test_graph_matches_the_generated_tree(phantom_tubes, seed, side, spacing, flip):
     tubes = separate_tubes([t for t in phantom_tubes[seed] if t.tree == side])
-    assert len(tubes) >= 2
+    assert len(tubes) >= 2 and not any(touches_itself(t) for t in tubes)  # a tree, no ring
     mask, affine = rasterise(tubes, spacing, flip)
     assert mask.any()
     result = analyse_mask(mask, affine)
