@@ -18,7 +18,8 @@ import numpy as np
 from scipy import ndimage
 
 from segvol.tree.measure import Node, Piece, Segment, Tree, TreeSettings, _Geometry, _to_mm, measure_graph
-from segvol.tree.skeleton import pixel_graph, prepare, prune_spurs, repair_skeleton, skeleton_of, trace_graph
+from segvol.tree.skeleton import (keep_inside, pixel_graph, prepare, prune_spurs, repair_skeleton, skeleton_of,
+                                  trace_graph)
 
 __all__ = ["TreeAnalysis", "analyse_mask", "spacing_of_affine", "radius_from_edt", "SIDE_MARGIN_MM"]
 
@@ -145,7 +146,7 @@ def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | 
     if not tree_labels:
         return result
     keep = np.isin(labels, tree_labels)
-    skel = repair_skeleton(skeleton_of(work) & keep, work, labels, tree_labels)
+    skel = keep_inside(repair_skeleton(skeleton_of(work, inside_only=False) & keep, labels, tree_labels), work)
     edt = ndimage.distance_transform_edt(work.mask, sampling=spacing)
     pg = pixel_graph(skel)
     min_step = float(spacing.min())

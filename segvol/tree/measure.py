@@ -267,6 +267,9 @@ def _narrowing(seg: Segment, parent: Segment | None, child: Segment | None, sett
     if child is not None:
         s_parts.append(child.arclength_mm[child.valid] + seg.length_mm)
         r_parts.append(child.radii_mm[child.valid])
+    seg.narrowing_pct, seg.narrowing_mm, seg.narrowing = 0.0, None, False
+    if max(float(r.max()) for r in r_parts) < RESOLVED_VOXELS * min_step:  # no reference can be resolved
+        return
     r_parts = [_running_median(r) for r in r_parts]
     s_all, r_all = np.concatenate(s_parts), np.concatenate(r_parts)
     own_s, own_r = s_parts[0], r_parts[0]
@@ -306,11 +309,15 @@ def measure_graph(graph: VoxelGraph, node_ids: list[int], edge_ids: list[int], g
     for seg in segments:
         parent = into.get(seg.start)
         seg.parent = parent.id if parent is not None else None
+    leaving: dict[int, list[Segment]] = {}
+    for seg in segments:
+        if not seg.loop:
+            leaving.setdefault(seg.start, []).append(seg)
     for seg in segments:
         if seg.loop:  # a ring closed by touching branches: no vessel continuity to compare along
             continue
         parent = segments[seg.parent] if seg.parent is not None else None
-        children = [c for c in segments if c.start == seg.end and not c.loop and c.id != seg.id]
+        children = [c for c in leaving.get(seg.end, []) if c.id != seg.id]
         child = max(children, key=lambda c: c.mean_radius_mm) if children else None
         _narrowing(seg, parent, child, settings, geo.min_step)
     degree = {k: 0 for k in node_ids}

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["Work", "prepare", "skeleton_of", "PixelGraph", "pixel_graph", "GraphNode", "GraphEdge", "VoxelGraph",
-           "trace_graph", "contract_links", "prune_spurs", "repair_skeleton", "MAX_BORDER_PAD"]
+           "trace_graph", "contract_links", "prune_spurs", "repair_skeleton", "keep_inside", "MAX_BORDER_PAD"]
 
 MAX_BORDER_PAD = 48  # voxels repeated beyond a border the mask touches (enough for vessels up to ~45 voxels wide)
 _OFFSETS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)
@@ -72,11 +72,17 @@ def prepare(mask: np.ndarray, spacing: np.ndarray) -> Work | None:
     return Work(np.ascontiguousarray(arr), offset.astype(np.int64), inside)
 
 
-def skeleton_of(work: Work) -> np.ndarray:
-    """Lee's 3D thinning of the work mask, kept inside the original volume (bool, work shape)."""
+def skeleton_of(work: Work, *, inside_only: bool = True) -> np.ndarray:
+    """Lee's 3D thinning of the work mask (bool, work shape), kept inside the original volume unless not
+    ``inside_only`` (see :func:`keep_inside`)."""
     from skimage.morphology import skeletonize
 
     skel = skeletonize(work.mask).astype(bool)
+    return keep_inside(skel, work) if inside_only else skel
+
+
+def keep_inside(skel: np.ndarray, work: Work) -> np.ndarray:
+    """``skel`` without its voxels in the padding beyond the volume's border."""
     kept = np.zeros_like(skel)
     kept[work.inside] = skel[work.inside]
     return kept
@@ -86,12 +92,14 @@ def _skeleton_pieces(skel: np.ndarray) -> int:
     return int(ndimage.label(skel, ndimage.generate_binary_structure(3, 3))[1])
 
 
-def repair_skeleton(skel: np.ndarray, work: Work, labels: np.ndarray, which: list[int]) -> np.ndarray:
+def repair_skeleton(skel: np.ndarray, labels: np.ndarray, which: list[int]) -> np.ndarray:
     """Re-thin components whose skeleton vanished or fell apart (scikit-image issue #3757: Lee's thinning can
     delete a tube whose cross-section is an even square, as nearest-neighbour upsampled masks have).
 
     Such a component is thinned again with a one-voxel layer added on one side (along x, else y, else z), which
     breaks the symmetry and shifts the centreline by half a voxel at most; the first result in one piece is kept.
+    ``skel`` is the thinning of the whole work mask, padding included (:func:`skeleton_of` with ``inside_only``
+    false): cut at the volume's border, a skeleton may lie in several pieces that the padding joins.
     """
     from skimage.morphology import skeletonize
 
@@ -113,11 +121,8 @@ def repair_skeleton(skel: np.ndarray, work: Work, labels: np.ndarray, which: lis
             shifted[tuple(sl)] |= comp[tuple(src)]
             again = skeletonize(shifted).astype(bool) & comp
             if _skeleton_pieces(again) == 1:
-                inside = np.zeros_like(comp)
-                inner = tuple(slice(max(w.start - g.start, 0), w.stop - g.start) for w, g in zip(work.inside, grown))
-                inside[inner] = again[inner]
                 region = skel[grown]
-                region[comp] = inside[comp]
+                region[comp] = again[comp]
                 break
     return skel
 
