@@ -50,3 +50,31 @@ def test_graph_matches_the_generated_tree(phantom_tubes, seed, side, spacing, fl
     root = tree.nodes[tree.root]
     assert np.linalg.norm(root.point_mm - tubes[0].points_mm[0]) < 2 * tubes[0].radii_mm[0]  # at the ostium
     assert not any(s.narrowing for s in tree.segments)  # the generator draws no narrowing
+
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_phantom_scene_holds_the_two_trees_apart(seed):
+    """The generator keeps the right coronary tree a few voxels clear of the left one (it used to touch it
+    diagonally, making one component): the scene's label holds two trees, one on each side's centrelines."""
+    from scipy import ndimage
+
+    from segvol.data.phantoms.imagecas import TREE_GAP_VOXELS, make_imagecas_phantom, sample_geometry
+
+    found: list = []
+    _, label, affine = make_imagecas_phantom(sample_geometry("small", np.random.default_rng(seed)), seed, found)
+    assert label.any()
+    labels, n = ndimage.label(label, np.ones((3, 3, 3)))
+    assert n == 2
+    near = ndimage.binary_dilation(labels == 1, np.ones((3, 3, 3)), iterations=TREE_GAP_VOXELS)
+    assert not (near & (labels == 2)).any()  # at least TREE_GAP_VOXELS empty voxels between them
+    result = analyse_mask(label, affine)
+    assert len(result.trees) == 2 and result.pieces == []
+    sides = []
+    for tree in result.trees:
+        pts = np.concatenate([s.points_mm for s in tree.segments])
+        dist = {side: np.median(np.min(np.linalg.norm(
+            pts[:, None] - np.concatenate([c.points_mm for c in found if c.tree == side])[None], axis=2), axis=1))
+            for side in ("left", "right")}
+        sides.append(min(dist, key=dist.get))
+    assert sorted(sides) == ["left", "right"]
