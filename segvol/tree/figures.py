@@ -56,15 +56,15 @@ def _draw_view(ax: Any, result: TreeAnalysis, pts: np.ndarray, view: tuple, norm
     image, extent = projection(pts, a, b, pixel)
     ax.imshow(image, origin="lower", extent=extent, cmap="Greys", vmin=0, vmax=2.5, interpolation="nearest")
     coll = None
-    for _tree, seg in result.segments:
-        p = seg.points_mm[:, [a, b]]
-        r = 0.5 * (seg.radii_mm[:-1] + seg.radii_mm[1:])
-        coll = LineCollection(list(np.stack([p[:-1], p[1:]], axis=1)), cmap=cmap, norm=norm, linewidths=1.6)
-        coll.set_array(r)
+    if result.segments:  # one collection for every segment: thousands of segments draw in a second
+        lines = [np.stack([s.points_mm[:-1, [a, b]], s.points_mm[1:, [a, b]]], axis=1) for _, s in result.segments]
+        coll = LineCollection(list(np.concatenate(lines)), cmap=cmap, norm=norm, linewidths=1.6)
+        coll.set_array(np.concatenate([0.5 * (s.radii_mm[:-1] + s.radii_mm[1:]) for _, s in result.segments]))
         ax.add_collection(coll)
-        if seg.narrowing and seg.narrowing_mm is not None:
-            i = int(np.argmin(np.abs(seg.arclength_mm - seg.narrowing_mm)))
-            ax.plot(seg.points_mm[i, a], seg.points_mm[i, b], "o", mfc="none", mec="red", ms=10, mew=1.5)
+    marks = [s.points_mm[int(np.argmin(np.abs(s.arclength_mm - s.narrowing_mm)))] for _, s in result.segments
+             if s.narrowing and s.narrowing_mm is not None]
+    if marks:
+        ax.plot([m[a] for m in marks], [m[b] for m in marks], "o", mfc="none", mec="red", ms=10, mew=1.5)
     for tree in result.trees:
         if tree.root is not None:
             p = tree.nodes[tree.root].point_mm
@@ -107,6 +107,8 @@ def _starts(tree: Tree) -> dict[int, float]:
 
 def save_radius_profiles(result: TreeAnalysis, path: str | Path) -> Path:
     """``radius_profiles.png`` (see the module doc)."""
+    from matplotlib.collections import LineCollection
+
     from segvol.evaluation.plots import _save
 
     plt = _pyplot()
@@ -115,12 +117,17 @@ def save_radius_profiles(result: TreeAnalysis, path: str | Path) -> Path:
     for ax, tree in zip(axes[:, 0], result.trees):
         start = _starts(tree)
         cmap = plt.get_cmap("tab20")
-        for seg in tree.segments:
-            x = start[seg.id] + seg.arclength_mm
-            ax.plot(x, seg.radii_mm, lw=1.2, color=cmap(seg.id % 20), label=f"{seg.id}" if seg.id < 20 else None)
-            if seg.narrowing and seg.narrowing_mm is not None:
-                i = int(np.argmin(np.abs(seg.arclength_mm - seg.narrowing_mm)))
-                ax.plot(x[i], seg.radii_mm[i], "o", mfc="none", mec="red", ms=9, mew=1.5)
+        for seg in tree.segments[:20]:  # the first twenty named in the legend
+            ax.plot([], [], lw=1.2, color=cmap(seg.id % 20), label=f"{seg.id}")
+        ax.add_collection(LineCollection([np.column_stack([start[s.id] + s.arclength_mm, s.radii_mm])
+                                          for s in tree.segments], colors=[cmap(s.id % 20) for s in tree.segments],
+                                         linewidths=1.2))
+        ax.autoscale_view()
+        marks = [(start[s.id] + s.arclength_mm[i], s.radii_mm[i]) for s in tree.segments
+                 if s.narrowing and s.narrowing_mm is not None
+                 for i in [int(np.argmin(np.abs(s.arclength_mm - s.narrowing_mm)))]]
+        if marks:
+            ax.plot(*zip(*marks), "o", mfc="none", mec="red", ms=9, mew=1.5)
         ax.set(title=f"{tree.name}: {len(tree.segments)} segments, {tree.length_mm:.0f} mm",
                xlabel="distance from the root along the tree (mm)", ylabel="radius (mm)")
         ax.set_ylim(bottom=0)
