@@ -3,7 +3,9 @@
 Figures: model-only training rate on synthetic tensors; end-to-end training rate through the real data pipeline
 (cold and cached) and its ratio to the model-only rate; preprocessing seconds per volume (cold and cached);
 sliding-window inference seconds per volume with PyTorch and ONNX Runtime; one whole ``infer`` (load to save).
-On the CPU use a small preset and read the ratios; absolute figures mean something on a GPU.
+On the CPU use a small preset and read the ratios; absolute figures mean something on a GPU. ``--only tree``
+(not part of the default run) times ``segvol tree`` and the centreline metrics on a phantom label, on the label
+with speckle and on noise (:func:`tree`).
 """
 
 from __future__ import annotations
@@ -214,11 +216,47 @@ def plain_monai_infer(model: Any, image_path: Path, out_dir: Path, stages: dict[
     return total
 
 
+def _timed_once(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def tree(label_path: Path, seed: int = 0, noise_shape: tuple[int, int, int] = (200, 200, 120)) -> dict[str, Any]:
+    """``segvol tree``'s analysis (no files) of a phantom label; of the same label with speckle (a weakly trained
+    model's prediction: blobs in about 2 % of the volume, some touching the arteries); of smoothed noise filling
+    30 % of a ``noise_shape`` grid (an untrained model's: one network of thousands of junctions); and the
+    centreline metrics of ``segvol evaluate`` for the speckled mask against the label."""
+    import numpy as np
+
+    from segvol.data.phantoms.noise import noise_mask, speckled
+    from segvol.evaluation.centreline import centreline_metrics
+    from segvol.evaluation.io import load_mask
+    from segvol.tree import analyse_mask
+    from segvol.tree.core import spacing_of_affine
+
+    label, affine = load_mask(label_path)
+    label = np.asarray(label) != 0
+    noisy = speckled(label, fraction=0.02, seed=seed)
+    noise = noise_mask(noise_shape, fraction=0.3, seed=seed)
+    out: dict[str, Any] = {"tree_grid": list(label.shape)}
+    for name, mask, aff in (("phantom", label, affine), ("speckled", noisy, affine),
+                            ("noise", noise, np.diag([0.4, 0.4, 0.5, 1.0]))):
+        seconds, result = _timed_once(lambda m=mask, a=aff: analyse_mask(m, a))
+        out[f"tree_{name}_s"] = seconds
+        out[f"tree_{name}_segments"] = len(result.segments)
+        out[f"tree_{name}_pieces"] = len(result.pieces)
+    out["tree_noise_grid"] = list(noise_shape)
+    out["tree_centreline_metrics_speckled_s"] = _timed_once(
+        lambda: centreline_metrics(noisy, label, spacing_of_affine(affine)))[0]
+    return out
+
+
 def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = "small", steps: int = 10,
               data: str | Path | None = None, out_json: str | Path | None = None, only: str | None = None
               ) -> dict[str, Any]:
-    """Run every measurement (``only``: just ``preprocess``, ``train`` (with preprocessing) or ``inference``) on
-    ``cases`` phantoms (or the ImageCAS folder ``data``) and return the figures."""
+    """Run every measurement (``only``: just ``preprocess``, ``train`` (with preprocessing), ``inference`` or
+    ``tree``) on ``cases`` phantoms (or the ImageCAS folder ``data``) and return the figures."""
     from segvol import api
 
     with tempfile.TemporaryDirectory(prefix="segvol-bench-") as tmp:
@@ -245,6 +283,9 @@ def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = 
         if only in (None, "inference"):
             log.info("bench: inference")
             results.update(inference(cfg, spec, Path(records[0]["image"]), device, work))
+        if only == "tree":  # measures no model: asked for by name only
+            log.info("bench: artery tree")
+            results.update(tree(Path(records[0]["label"])))
     if out_json:
         with atomic_path(out_json) as tmp_json:
             tmp_json.write_text(json.dumps(results, indent=1) + "\n")

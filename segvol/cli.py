@@ -225,8 +225,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=("small", "full"), default="small", help="phantom size")
     p.add_argument("--steps", type=_positive_int, default=10, help="timed training steps per measurement")
     p.add_argument("--data", default=None, help="an ImageCAS folder to use instead of fresh phantoms")
-    p.add_argument("--only", choices=("preprocess", "train", "inference"), default=None,
-                   help="measure one part only (train includes preprocessing)")
+    p.add_argument("--only", choices=("preprocess", "train", "inference", "tree"), default=None,
+                   help="measure one part only (train includes preprocessing; tree: segvol tree and the centreline "
+                        "metrics on a phantom label, the label with speckle, and noise)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
 

@@ -60,3 +60,13 @@ def test_bench_inference_only_and_the_plain_monai_reference_writes_a_mask(tmp_pa
     assert plain_monai_infer(load_model(ckpt, torch.device("cpu")), scan, tmp_path / "plain") > 0
     (written,) = list((tmp_path / "plain").glob("*.nii.gz"))  # the reference recipe really produced a mask
     assert nib.load(str(written)).shape[:3] == nib.load(str(scan)).shape
+
+
+def test_bench_tree_stage_times_the_label_speckle_and_noise(imagecas_small):
+    from segvol.bench import tree
+
+    results = tree(imagecas_small / "1.label.nii.gz", noise_shape=(40, 40, 30))
+    for name in ("phantom", "speckled", "noise"):
+        assert results[f"tree_{name}_s"] > 0 and results[f"tree_{name}_segments"] > 0, name
+    assert results["tree_speckled_pieces"] > results["tree_phantom_pieces"]  # the speckle is reported
+    assert results["tree_centreline_metrics_speckled_s"] > 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from segvol.data.phantoms.noise import noise_mask, speckled
 from segvol.tree import TreeSettings, analyse_mask
-from tests.tree.noisy import noise_mask, speckled
 from tests.tree.tubes import capsule_mask, grid_affine
 
 
