@@ -242,13 +242,13 @@ def tree(label_path: Path, seed: int = 0, noise_shape: tuple[int, int, int] = (2
     out: dict[str, Any] = {"tree_grid": list(label.shape)}
     for name, mask, aff in (("phantom", label, affine), ("speckled", noisy, affine),
                             ("noise", noise, np.diag([0.4, 0.4, 0.5, 1.0]))):
-        seconds, result = _timed_once(lambda m=mask, a=aff: analyse_mask(m, a))
+        seconds, result = _timed_once(functools.partial(analyse_mask, mask, aff))
         out[f"tree_{name}_s"] = seconds
         out[f"tree_{name}_segments"] = len(result.segments)
         out[f"tree_{name}_pieces"] = len(result.pieces)
     out["tree_noise_grid"] = list(noise_shape)
     out["tree_centreline_metrics_speckled_s"] = _timed_once(
-        lambda: centreline_metrics(noisy, label, spacing_of_affine(affine)))[0]
+        lambda: centreline_metrics(noisy, label, spacing_of_affine(affine).tolist()))[0]
     return out
 
 
