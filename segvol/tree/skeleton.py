@@ -327,14 +327,16 @@ def _merge_through(graph: VoxelGraph, node: int) -> int | None:
 def _settle(graph: VoxelGraph, node: int) -> int | None:
     """Give a junction that lost edges the kind its degree says, and dissolve it when two edges are left (the id
     of the edge that replaces them, else None)."""
+    if len(graph._at.get(node, ())) > 2:  # three edges or more: stays a junction
+        return None
     left = len(graph.incident(node))
     if left <= 1:
         graph.nodes[node].kind = "end" if left == 1 else "point"
     return _merge_through(graph, node)
 
 
-def _within(graph: VoxelGraph, sources: set[int], lengths: _Lengths, limit: float) -> set[int]:
-    """Nodes no further than ``limit`` mm along the graph from any of ``sources``."""
+def _within(graph: VoxelGraph, sources: set[int], lengths: _Lengths, limit: float) -> dict[int, float]:
+    """Nodes no further than ``limit`` mm along the graph from any of ``sources``, with their distance."""
     import heapq
 
     best = dict.fromkeys(sources, 0.0)
@@ -348,35 +350,68 @@ def _within(graph: VoxelGraph, sources: set[int], lengths: _Lengths, limit: floa
             if nd <= limit and nd < best.get(m, np.inf):
                 best[m] = nd
                 heapq.heappush(heap, (nd, m))
-    return set(best)
+    return best
 
 
-def _link_verdict(graph: VoxelGraph, k: int, radius_at: np.ndarray, lengths: _Lengths) -> str | None:
-    """``"absorb"`` for an edge inside its junctions' spheres, ``"shortcut"`` for a link that closes a small ring,
-    else None (see :func:`contract_links`)."""
+class _Radii(dict):
+    """Node -> the largest radius (mm) over its pixels, measured on first use (forget a node whose pixels change)."""
+
+    def __init__(self, graph: VoxelGraph, radius_at: np.ndarray) -> None:
+        super().__init__()
+        self.graph, self.radius_at = graph, radius_at
+
+    def __missing__(self, node: int) -> float:
+        value = self[node] = float(self.radius_at[self.graph.nodes[node].pixels].max())
+        return value
+
+
+def _between_junctions(graph: VoxelGraph, k: int, radii: _Radii) -> float | None:
+    """The larger junction radius of edge ``k`` when both its ends are junctions, else None."""
     e = graph.edges[k]
     if graph.nodes[e.u].kind != "junction" or graph.nodes[e.v].kind != "junction":
         return None
-    r = float(max(radius_at[graph.nodes[e.u].pixels].max(), radius_at[graph.nodes[e.v].pixels].max()))
-    length = lengths[k]
-    if length <= (4.0 * r if e.u == e.v else r):
-        return "absorb"
-    if e.u != e.v and length <= 4.0 * r and _detour(graph, lengths, k, 4.0 * r) is not None:
-        return "shortcut"
-    return None
+    return max(radii[e.u], radii[e.v])
 
 
-def _absorb(graph: VoxelGraph, k: int) -> set[int]:
-    """Merge the far junction of edge ``k`` and the edge's voxels into its near junction; the nodes whose
-    surroundings changed."""
+def _absorbable(graph: VoxelGraph, k: int, radii: _Radii, lengths: _Lengths) -> bool:
+    """An edge between junctions no longer than the larger radius, or a loop onto one no longer than four times."""
+    r = _between_junctions(graph, k, radii)
+    e = graph.edges[k]
+    return r is not None and lengths[k] <= (4.0 * r if e.u == e.v else r)
+
+
+def _shortcut(graph: VoxelGraph, k: int, radii: _Radii, lengths: _Lengths) -> bool:
+    """A link between two junctions no longer than four times the larger radius that closes a ring with a path
+    also no longer than that."""
+    r = _between_junctions(graph, k, radii)
+    e = graph.edges[k]
+    return (r is not None and e.u != e.v and lengths[k] <= 4.0 * r
+            and _detour(graph, lengths, k, 4.0 * r) is not None)
+
+
+def _absorb(graph: VoxelGraph, k: int, radii: _Radii) -> tuple[set[int], set[int]]:
+    """Merge the far junction of edge ``k`` and the edge's voxels into its near junction (its pixels are
+    deduplicated and sorted by :func:`contract_links` at the end). Returns the nodes whose surroundings changed and
+    the edges whose junction radius, ends or kind may have changed."""
     e = graph.pop_edge(k)
-    keep = graph.nodes[e.u]
-    keep.pixels = sorted(set(keep.pixels) | set(e.path) | set(graph.nodes[e.v].pixels))
-    if e.v != e.u:
-        del graph.nodes[e.v]
-        graph.relink(e.v, e.u)
-    new = _settle(graph, e.u)
-    return {e.u} if new is None else {graph.edges[new].u, graph.edges[new].v}
+    u, v = e.u, e.v
+    keep = graph.nodes[u]
+    before = radii[u]
+    radii[u] = max(before, radii[v], float(radii.radius_at[e.path].max()))
+    keep.pixels.extend(e.path[1:-1])
+    moved: set[int] = set()
+    if v != u:
+        keep.pixels.extend(graph.nodes[v].pixels)
+        moved = set(graph._at.get(v, ()))
+        del graph.nodes[v]
+        radii.pop(v, None)
+        graph.relink(v, u)
+    if radii[u] > before:
+        moved |= graph._at.get(u, set())
+    new = _settle(graph, u)
+    if new is None:
+        return {u}, moved
+    return {graph.edges[new].u, graph.edges[new].v}, {j for j in moved if j in graph.edges} | {new}
 
 
 def _drop_shortcut(graph: VoxelGraph, k: int) -> set[int]:
@@ -390,46 +425,82 @@ def _drop_shortcut(graph: VoxelGraph, k: int) -> set[int]:
     return {n for n in touched if n in graph.nodes}
 
 
+class _Queue:
+    """Edge ids waiting to be looked at, smallest first, each once."""
+
+    def __init__(self, ids: Iterable[int]) -> None:
+        self.heap = sorted(set(ids))
+        self.waiting = set(self.heap)
+
+    def push(self, ids: Iterable[int]) -> None:
+        import heapq
+
+        for k in ids:
+            if k not in self.waiting:
+                self.waiting.add(k)
+                heapq.heappush(self.heap, k)
+
+    def push_at(self, graph: VoxelGraph, nodes: Iterable[int]) -> None:
+        for node in nodes:
+            self.push(graph._at.get(node, ()))
+
+    def pop(self) -> int:
+        import heapq
+
+        k = heapq.heappop(self.heap)
+        self.waiting.discard(k)
+        return k
+
+
 def contract_links(graph: VoxelGraph, radius_at: np.ndarray, coords_mm: np.ndarray, *,
                    edges: Iterable[int] | None = None, lengths: _Lengths | None = None) -> int:
     """Merge junctions joined by an edge that lies inside their spheres, and drop small loops onto one junction.
 
     Thick junctions thin into small clusters of voxels joined by short chains (parallel links, tiny rings); an edge
     between two junctions no longer than the larger junction radius, or a loop onto one junction no longer than
-    four times its radius, is part of the junction; an edge no longer than four times the larger junction radius
-    that closes a ring with a path also no longer than that is dropped. Returns how many edges were absorbed.
+    four times its radius, is part of the junction and absorbed into it; then an edge no longer than four times the
+    larger junction radius that closes a ring with a path also no longer than that is dropped. Returns how many
+    edges were absorbed or dropped.
 
-    The edges are taken in id order from a work queue; after a change only the edges that it can affect are
-    queued again: those at nodes within four times the largest radius of a merged junction (merging shortens
-    paths, so a ring may have become small), and the edges it created. ``edges`` limits the first queue to those
-    ids (the rest are known not to qualify); ``lengths`` caches edge lengths between calls.
+    Two work queues, in edge id order: every absorbable edge is absorbed before any ring is looked for, and after a
+    change only the edges it can affect are queued again (those at the changed junctions; after an absorption
+    that follows a ring check, also those at junctions close enough for the shortened paths to close a small
+    ring). ``edges`` limits the first queues to those ids (the rest are known to qualify for neither);
+    ``lengths`` caches edge lengths between calls.
     """
-    import heapq
-
     lengths = lengths if lengths is not None else _Lengths(graph, coords_mm)
+    radii = _Radii(graph, radius_at)
     reach = 4.0 * float(radius_at.max()) if len(radius_at) else 0.0
-    queue = sorted(graph.edges if edges is None else {k for k in edges if k in graph.edges})
-    queued = set(queue)
-    absorbed = 0
-    while queue:
-        k = heapq.heappop(queue)
-        queued.discard(k)
-        if k not in graph.edges:
-            continue
-        verdict = _link_verdict(graph, k, radius_at, lengths)
-        if verdict is None:
-            continue
-        absorbed += 1
-        if verdict == "absorb":  # paths through the merged junction got shorter: look again within reach
-            touched = _within(graph, _absorb(graph, k), lengths, reach)
-        else:  # removing a link only lengthens paths: the settled junctions' edges and any new edge
-            touched = _drop_shortcut(graph, k)
-        for node in touched:
-            for j in graph._at.get(node, ()):
-                if j not in queued:
-                    queued.add(j)
-                    heapq.heappush(queue, j)
-    return absorbed
+    first = list(graph.edges) if edges is None else [k for k in edges if k in graph.edges]
+    absorb, rings = _Queue(first), _Queue(first)
+    rings_begun = edges is not None  # until then every edge still waits in ``rings``: nothing to queue again
+    changed = 0
+    grown: set[int] = set()  # nodes that absorbed pixels
+    while absorb.heap or rings.heap:
+        if absorb.heap:
+            k = absorb.pop()
+            if k not in graph.edges or not _absorbable(graph, k, radii, lengths):
+                continue
+            touched, again = _absorb(graph, k, radii)
+            grown.update(touched)
+            absorb.push(again)
+            rings.push(again)
+            if rings_begun:  # paths through the merged junction got shorter: rings may have become small
+                near = _within(graph, touched, lengths, reach)
+                rings.push_at(graph, [n for n, d in near.items() if d <= 4.0 * radii[n]])
+        else:
+            rings_begun = True
+            k = rings.pop()
+            if k not in graph.edges or not _shortcut(graph, k, radii, lengths):
+                continue
+            touched = _drop_shortcut(graph, k)  # only lengthens paths: the changed junctions' edges suffice
+            absorb.push_at(graph, touched)
+            rings.push_at(graph, touched)
+        changed += 1
+    for n in grown:
+        if n in graph.nodes:
+            graph.nodes[n].pixels = sorted(set(graph.nodes[n].pixels))
+    return changed
 
 
 def _detour(graph: VoxelGraph, lengths: dict[int, float], edge: int, limit: float) -> float | None:
