@@ -65,7 +65,7 @@ def _tree_section(result) -> None:  # noqa: ANN001
     with st.expander("Artery tree (centrelines coloured by radius)", expanded=True):
         key = ("tree", st.session_state.get("result_key"))
         if st.session_state.get("tree_key") != key:
-            # traced only when asked: a noisy mask can take long to trace, and most views do not need the tree
+            # traced only when asked: most views do not need the tree (a noisy mask takes seconds, not nothing)
             if not st.button("Trace the artery tree", key="trace_tree"):
                 return
             with st.spinner("Tracing the artery tree…"):

@@ -35,6 +35,12 @@ def test_page_segments_a_scan_from_a_path(onnx_model, imagecas_small, monkeypatc
     assert len(at.slider) == 2  # slice and opacity
     at.radio(key="axis").set_value("sagittal (x)").run()
     assert not at.exception
+    # the untrained model's noisy mask is traced to its artery tree in seconds
+    at.button(key="trace_tree").click().run()
+    assert not at.exception and not at.error
+    assert len(at.get("image")) == 2  # the slice and the tree picture
+    assert any("tree.json" in b.proto.label for b in at.get("download_button"))
+    assert any("not a diagnosis" in c.value for c in at.caption)
 
 
 def test_missing_model_is_a_message(tmp_path, imagecas_small, monkeypatch):
