@@ -18,8 +18,8 @@ import numpy as np
 from scipy import ndimage
 
 from segvol.tree.measure import Node, Piece, Segment, Tree, TreeSettings, _Geometry, _to_mm, measure_graph
-from segvol.tree.skeleton import (keep_inside, pixel_graph, prepare, prune_spurs, repair_skeleton, skeleton_of,
-                                  trace_graph)
+from segvol.tree.skeleton import (Work, keep_inside, pixel_graph, prepare, prune_spurs, repair_skeleton,
+                                  skeleton_of, trace_graph)
 
 __all__ = ["TreeAnalysis", "analyse_mask", "spacing_of_affine", "radius_from_edt", "SIDE_MARGIN_MM"]
 
@@ -112,6 +112,32 @@ def _name_trees(trees: list[Tree], affine: np.ndarray) -> None:
         trees[left].name, trees[1 - left].name = "left", "right"
 
 
+def _box_of(labels: np.ndarray, which: list[int], margin: int = 8) -> tuple[slice, ...]:
+    """The bounding box of the components ``which``, grown by ``margin`` voxels (within the array)."""
+    boxes = [b for b in (ndimage.find_objects(labels)[lab - 1] for lab in which) if b is not None]
+    return tuple(slice(max(min(b[ax].start for b in boxes) - margin, 0),
+                       min(max(b[ax].stop for b in boxes) + margin, labels.shape[ax])) for ax in range(3))
+
+
+def _distance_at(mask: np.ndarray, box: tuple[slice, ...], coords: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The Euclidean distance (mm) from each of ``coords`` to the nearest voxel outside ``mask``: computed in
+    ``box``, which is exact wherever it is no larger than the distance to the box's inner faces; the whole mask
+    is used when that does not hold somewhere."""
+    lo = np.array([b.start for b in box])
+    hi = np.array([b.stop for b in box])
+    rel = coords - lo
+    dist = ndimage.distance_transform_edt(mask[box], sampling=spacing)[tuple(rel.T)]
+    room = np.full(len(coords), np.inf)
+    for ax in range(3):
+        if lo[ax] > 0:
+            room = np.minimum(room, (rel[:, ax] + 1) * spacing[ax])
+        if hi[ax] < mask.shape[ax]:
+            room = np.minimum(room, (hi[ax] - coords[:, ax]) * spacing[ax])
+    if np.all(dist <= room):
+        return dist
+    return ndimage.distance_transform_edt(mask, sampling=spacing)[tuple(coords.T)]
+
+
 def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | None = None) -> TreeAnalysis:
     """Centreline trees of a binary 3D mask.
 
@@ -141,16 +167,21 @@ def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | 
     order = [int(i) + 1 for i in np.argsort(-sizes, kind="stable") if sizes[i] > 0]
     limit = len(order) if settings.max_trees is None else settings.max_trees
     tree_labels = [lab for lab in order[:limit] if sizes[lab - 1] * voxel_mm3 >= settings.min_tree_mm3]
-    result.pieces = _pieces(inside, [lab for lab in order if lab not in tree_labels], work.offset, affine, sizes,
+    chosen = set(tree_labels)
+    result.pieces = _pieces(inside, [lab for lab in order if lab not in chosen], work.offset, affine, sizes,
                             voxel_mm3)
     if not tree_labels:
         return result
-    keep = np.isin(labels, tree_labels)
-    skel = keep_inside(repair_skeleton(skeleton_of(work, inside_only=False) & keep, labels, tree_labels), work)
-    edt = ndimage.distance_transform_edt(work.mask, sampling=spacing)
-    pg = pixel_graph(skel)
+    box = _box_of(labels, tree_labels)  # the trees, not the speckle around them, are thinned and measured
+    lo = np.array([b.start for b in box])
+    sub = Work(work.mask[box], work.offset + lo,
+               tuple(slice(max(w.start - b.start, 0), max(min(w.stop, b.stop) - b.start, 0))
+                     for w, b in zip(work.inside, box)))
+    thin = skeleton_of(sub, inside_only=False) & np.isin(labels[box], tree_labels)
+    pg = pixel_graph(keep_inside(repair_skeleton(thin, labels[box], tree_labels), sub))
+    pg.coords += lo  # work indices from here on
     min_step = float(spacing.min())
-    radius = radius_from_edt(edt[tuple(pg.coords.T)], min_step)
+    radius = radius_from_edt(_distance_at(work.mask, box, pg.coords, spacing), min_step)
     graph = trace_graph(pg)
     result.spurs_removed = prune_spurs(graph, radius, spacing, settings.spur_factor)
     geo = _Geometry(affine, work.offset, radius, min_step, work)
