@@ -64,21 +64,31 @@ def _components(work_mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(work_mask, ndimage.generate_binary_structure(3, 3))
 
 
+def _centres(label_img: np.ndarray, labs: list[int]) -> np.ndarray:
+    """(len(labs), 3) mean voxel index of each label, from the set voxels only (speckle is sparse in a full grid)."""
+    labs_arr = np.asarray(labs)
+    flat = np.flatnonzero(label_img)
+    at = label_img.ravel()[flat]
+    size = int(label_img.max()) + 1
+    counts = np.bincount(at, minlength=size)[labs_arr]
+    return np.stack([np.bincount(at, weights=c, minlength=size)[labs_arr]
+                     for c in np.unravel_index(flat, label_img.shape)], axis=1) / counts[:, None]
+
+
 def _pieces(label_img: np.ndarray, labs: list[int], offset: np.ndarray, affine: np.ndarray, sizes: np.ndarray,
             voxel_mm3: float) -> list[Piece]:
     """Size, centroid and extent of the components ``labs`` (one pass each over the label image, not per piece)."""
     if not labs:
         return []
-    centres = ndimage.center_of_mass(np.ones(label_img.shape, bool), label_img, labs)
+    centres = _centres(label_img, labs)
     boxes = ndimage.find_objects(label_img)
-    out = []
-    for lab, centre in zip(labs, centres):
-        box = boxes[lab - 1]
-        corners = np.array([[s.start for s in box], [s.stop - 1 for s in box]], dtype=np.float64)
-        ends = _to_mm(corners + offset, affine)
-        out.append(Piece(voxels=int(sizes[lab - 1]), volume_mm3=float(sizes[lab - 1]) * voxel_mm3,
-                         centroid_mm=_to_mm(np.add(centre, offset), affine), extent_mm=np.abs(ends[1] - ends[0])))
-    return out
+    corners = np.array([[[s.start for s in boxes[lab - 1]], [s.stop - 1 for s in boxes[lab - 1]]] for lab in labs],
+                       dtype=np.float64)
+    ends = _to_mm(corners.reshape(-1, 3) + offset, affine).reshape(-1, 2, 3)
+    centroids = _to_mm(centres + offset, affine)
+    extents = np.abs(ends[:, 1] - ends[:, 0])
+    return [Piece(voxels=int(sizes[lab - 1]), volume_mm3=float(sizes[lab - 1]) * voxel_mm3, centroid_mm=c, extent_mm=x)
+            for lab, c, x in zip(labs, centroids, extents)]
 
 
 def _split_graph(graph, comp_of_pixel: np.ndarray) -> dict[int, tuple[list[int], list[int]]]:  # noqa: ANN001
@@ -114,7 +124,8 @@ def _name_trees(trees: list[Tree], affine: np.ndarray) -> None:
 
 def _box_of(labels: np.ndarray, which: list[int], margin: int = 8) -> tuple[slice, ...]:
     """The bounding box of the components ``which``, grown by ``margin`` voxels (within the array)."""
-    boxes = [b for b in (ndimage.find_objects(labels)[lab - 1] for lab in which) if b is not None]
+    found = ndimage.find_objects(labels)
+    boxes = [b for b in (found[lab - 1] for lab in which) if b is not None]
     return tuple(slice(max(min(b[ax].start for b in boxes) - margin, 0),
                        min(max(b[ax].stop for b in boxes) + margin, labels.shape[ax])) for ax in range(3))
 
@@ -186,7 +197,7 @@ def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | 
     result.spurs_removed = prune_spurs(graph, radius, spacing, settings.spur_factor)
     geo = _Geometry(affine, work.offset, radius, min_step, work)
     parts = _split_graph(graph, labels[tuple(pg.coords.T)])
-    centroids = ndimage.center_of_mass(inside > 0, inside, tree_labels)
+    centroids = _centres(inside, tree_labels)
     for rank, lab in enumerate(tree_labels):
         node_ids, edge_ids = parts.get(lab, ([], []))
         nodes, segments, root = measure_graph(graph, node_ids, edge_ids, geo, settings)
