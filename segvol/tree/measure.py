@@ -137,6 +137,10 @@ class _Geometry:
     min_step: float  # finest voxel size, mm
     work: Any = None  # segvol.tree.skeleton.Work: the padded mask, to extend free ends to the surface
 
+    def __post_init__(self) -> None:  # what every free end needs, computed once
+        self.inverse = np.linalg.inv(self.affine)
+        self.max_radius = float(self.radius.max()) if len(self.radius) else 0.0
+
 
 def _node_point(graph: VoxelGraph, k: int, geo: _Geometry) -> np.ndarray:
     pix = graph.pixels.coords[graph.nodes[k].pixels] + geo.offset
@@ -196,11 +200,11 @@ def _to_surface(point: np.ndarray, direction: np.ndarray, geo: _Geometry) -> np.
     if geo.work is None or norm < 1e-9:
         return point[None]
     step = direction / norm * 0.25 * geo.min_step
-    inv = np.linalg.inv(geo.affine)
+    inv = geo.inverse
     lo = np.array([s.start for s in geo.work.inside])
     hi = np.array([s.stop for s in geo.work.inside])
     last = point
-    for i in range(1, 4 * int(np.ceil(geo.radius.max() * 2 / geo.min_step)) + 8):
+    for i in range(1, 4 * int(np.ceil(geo.max_radius * 2 / geo.min_step)) + 8):
         cand = point + i * step
         idx = np.rint(inv[:3, :3] @ cand + inv[:3, 3]).astype(np.int64) - geo.offset
         if np.any(idx < lo) or np.any(idx >= hi) or not geo.work.mask[tuple(idx)]:
