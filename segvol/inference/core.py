@@ -11,8 +11,8 @@ import torch
 
 from segvol.config import Config
 
-__all__ = ["sliding_window", "window_count", "even_overlap", "resolve_overlap", "axis_gather_plan", "gather_labels",
-           "stitch_device", "to_onehot", "to_label_index"]
+__all__ = ["sliding_window", "cpu_window_batch", "CPU_BATCH_VOXELS", "window_count", "even_overlap", "resolve_overlap",
+           "axis_gather_plan", "gather_labels", "stitch_device", "to_onehot", "to_label_index"]
 
 
 def window_count(size: int, roi: int, min_overlap: float) -> int:
@@ -66,6 +66,16 @@ def sliding_window(predict: Callable[[torch.Tensor], torch.Tensor], image: torch
         image, roi_size=roi, sw_batch_size=sw_batch_size or cfg.infer.sw_batch_size,
         predictor=predict, overlap=chosen, mode=cfg.infer.blend, device=device, progress=progress,
     ))
+
+
+CPU_BATCH_VOXELS = 96**3  # on a CPU, windows batched up to one full-size window's voxels (docs/benchmarks.md)
+
+
+def cpu_window_batch(configured: int, roi: Sequence[int]) -> int:
+    """Windows per batch on a CPU: ``configured``, but no more than fit in :data:`CPU_BATCH_VOXELS`, and at least
+    one. On 2 cores ONNX Runtime ran four 96³ windows per batch 1.4× slower than one at a time (PyTorch: the same
+    speed either way); small windows still gain from batching."""
+    return max(1, min(int(configured), CPU_BATCH_VOXELS // math.prod(int(r) for r in roi)))
 
 
 def stitch_device(image_shape: Sequence[int], out_channels: int, device: torch.device,

@@ -18,7 +18,8 @@ import torch
 
 from segvol.errors import SegvolError, first_line
 from segvol.inference.backends import LoadedModel
-from segvol.inference.core import axis_gather_plan, gather_labels, sliding_window, stitch_device, to_label_index
+from segvol.inference.core import (axis_gather_plan, cpu_window_batch, gather_labels, sliding_window, stitch_device,
+                                  to_label_index)
 from segvol.inference.nifti import (IN_MEMORY, Grid, check_image, check_volume, fast_nifti_reader, grid_mismatch,
                                    image_like, is_in_memory, load_in_memory)
 from segvol.inference.postprocess import postprocess
@@ -85,6 +86,8 @@ def _windows(model: LoadedModel, x: torch.Tensor, sw_batch_size: int | None, ove
         log.info("stitching the sliding-window output on the CPU (%s voxels x %d channels do not fit on %s)",
                  "x".join(str(s) for s in x.shape[2:]), out_channels, model.device)
     use_amp = amp and model.backend == "pytorch" and model.device.type == "cuda"
+    if sw_batch_size is None and model.device.type == "cpu":
+        sw_batch_size = cpu_window_batch(model.cfg.infer.sw_batch_size, model.cfg.preprocess.roi_size)
 
     def run(target: torch.device) -> torch.Tensor:
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -144,3 +144,37 @@ def test_fast_reader_matches_monai_and_writer_matches_nibabel(tmp_path):
     ours, theirs = nib.load(str(tmp_path / "ours.nii.gz")), nib.load(str(tmp_path / "theirs.nii.gz"))
     assert np.array_equal(np.asarray(ours.dataobj), np.asarray(theirs.dataobj))
     assert ours.header.binaryblock == theirs.header.binaryblock
+
+
+def test_cpu_runs_full_size_windows_one_at_a_time_and_batches_small_ones():
+    from segvol.inference.core import cpu_window_batch
+
+    assert cpu_window_batch(4, (96, 96, 96)) == 1
+    assert cpu_window_batch(4, (128, 128, 128)) == 1
+    assert cpu_window_batch(8, (32, 32, 32)) == 8
+    assert cpu_window_batch(64, (32, 32, 32)) == 27
+
+
+@pytest.mark.parametrize("device, given, expected", [("cpu", None, 1), ("cpu", 3, 3), ("cuda", None, 4)])
+def test_window_batch_follows_the_device_unless_given(monkeypatch, device, given, expected):
+    from types import SimpleNamespace
+
+    import torch
+
+    from segvol.config import load_config
+    from segvol.inference import predictor
+
+    seen = {}
+
+    def fake_sliding_window(predict, x, cfg, sw_batch_size=None, **kw):
+        seen["batch"] = sw_batch_size or cfg.infer.sw_batch_size
+        return torch.zeros(1, 2, *x.shape[2:])
+
+    monkeypatch.setattr(predictor, "sliding_window", fake_sliding_window)
+    monkeypatch.setattr(predictor, "stitch_device", lambda shape, channels, dev: dev)
+    cfg = load_config("imagecas", [])
+    assert cfg.infer.sw_batch_size == 4 and cfg.preprocess.roi_size == (96, 96, 96)
+    model = SimpleNamespace(task=SimpleNamespace(out_channels=2), device=torch.device(device), backend="onnxruntime",
+                            cfg=cfg, predict=None)
+    predictor._windows(model, torch.zeros(1, 1, 8, 8, 8), given, None, False, False)
+    assert seen["batch"] == expected
