@@ -104,17 +104,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
-def _per_axis(values: tuple[int, ...]) -> str:
-    """``16`` when every axis has the same value, else ``4x4x2``."""
-    return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
-
-
 def _run_export(args: argparse.Namespace) -> int:
     from segvol import api
+    from segvol.networks import divisor_text
 
     res = api.export_onnx(checkpoint=args.checkpoint, out=args.out, models_dir=args.models,
                           overwrite=args.overwrite)
-    axes = (f"dynamic batch and spatial axes (multiples of {_per_axis(res.divisor)})"
+    axes = (f"dynamic batch and spatial axes (multiples of {divisor_text(res.divisor)})"
             if res.dynamic else "fixed input shape")
     print(f"wrote {res.path} ({axes}); max |ONNX Runtime - PyTorch| = {res.max_abs_diff:.2e} "
           f"on {len(res.checked_shapes)} random input(s)")

@@ -24,7 +24,8 @@ from typing import Any
 from segvol.config import Config
 from segvol.errors import SegvolError
 
-__all__ = ["NETWORKS", "NetworkEntry", "network_args", "build_network", "shape_divisor", "register_network"]
+__all__ = ["NETWORKS", "NetworkEntry", "network_args", "build_network", "shape_divisor", "divisor_text",
+           "register_network"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,11 @@ def shape_divisor(args: Mapping[str, Any]) -> tuple[int, int, int]:
     return tuple(int(v) for v in entry.divisor(args["kwargs"]))  # type: ignore[return-value]
 
 
+def divisor_text(divisor: tuple[int, ...]) -> str:
+    """A :func:`shape_divisor` for messages: ``16`` when every axis has the same factor, else ``4x4x2``."""
+    return str(divisor[0]) if len(set(divisor)) == 1 else "x".join(map(str, divisor))
+
+
 def network_args(cfg: Config, in_channels: int, out_channels: int) -> dict[str, Any]:
     """The keyword arguments that rebuild the network exactly; stored in every checkpoint.
 
@@ -169,9 +175,9 @@ def _check_roi(roi: tuple[int, ...], name: str, args: dict[str, Any], min_multip
     except (KeyError, TypeError, ValueError) as exc:
         raise SegvolError(f"model.kwargs for {name}: cannot read the strides ({type(exc).__name__}: {exc})") from exc
     if any(int(r) % d for r, d in zip(roi, divisor)):
-        need = divisor[0] if len(set(divisor)) == 1 else "x".join(map(str, divisor))
         raise SegvolError(f"preprocess.roi_size {list(roi)}: model {name} needs every axis to be a multiple of "
-                          f"{need} (its downsampling); e.g. {[math.ceil(r / d) * d for r, d in zip(roi, divisor)]}")
+                          f"{divisor_text(divisor)} (its downsampling); "
+                          f"e.g. {[math.ceil(r / d) * d for r, d in zip(roi, divisor)]}")
     least = [d * min_multiple for d in divisor]
     if any(int(r) < m for r, m in zip(roi, least)):
         raise SegvolError(f"preprocess.roi_size {list(roi)}: model {name} needs at least {least} to train (its "
