@@ -20,6 +20,7 @@ The steps, each cheap on a full-size CT because everything runs in the mask's bo
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -338,19 +339,21 @@ def _settle(graph: VoxelGraph, node: int) -> int | None:
     return _merge_through(graph, node)
 
 
-def _within(graph: VoxelGraph, sources: set[int], lengths: _Lengths, limit: float) -> dict[int, float]:
-    """Nodes no further than ``limit`` mm along the graph from any of ``sources``, with their distance."""
-    import heapq
-
+def _within(graph: VoxelGraph, sources: set[int], lengths: _Lengths, limit: float, *, avoid: int | None = None,
+            target: int | None = None) -> dict[int, float]:
+    """Nodes no further than ``limit`` mm along the graph from any of ``sources``, with their distance, not
+    walking edge ``avoid``; the search stops once ``target``'s distance is final."""
     best = dict.fromkeys(sources, 0.0)
     heap = [(0.0, n) for n in sources]
     while heap:
         d, n = heapq.heappop(heap)
+        if n == target:
+            break
         if d > best[n]:
             continue
         for k, m in graph.links(n):
             nd = d + lengths[k]
-            if nd <= limit and nd < best.get(m, np.inf):
+            if k != avoid and nd <= limit and nd < best.get(m, np.inf):
                 best[m] = nd
                 heapq.heappush(heap, (nd, m))
     return best
@@ -436,8 +439,6 @@ class _Queue:
         self.waiting = set(self.heap)
 
     def push(self, ids: Iterable[int]) -> None:
-        import heapq
-
         for k in ids:
             if k not in self.waiting:
                 self.waiting.add(k)
@@ -448,8 +449,6 @@ class _Queue:
             self.push(graph._at.get(node, ()))
 
     def pop(self) -> int:
-        import heapq
-
         k = heapq.heappop(self.heap)
         self.waiting.discard(k)
         return k
@@ -506,28 +505,11 @@ def contract_links(graph: VoxelGraph, radius_at: np.ndarray, coords_mm: np.ndarr
     return changed
 
 
-def _detour(graph: VoxelGraph, lengths: dict[int, float], edge: int, limit: float) -> float | None:
+def _detour(graph: VoxelGraph, lengths: _Lengths, edge: int, limit: float) -> float | None:
     """Length of the shortest path between the ends of ``edge`` that avoids it, if one is no longer than
     ``limit``."""
-    import heapq
-
     e = graph.edges[edge]
-    best = {e.u: 0.0}
-    heap = [(0.0, e.u)]
-    while heap:
-        d, n = heapq.heappop(heap)
-        if n == e.v:
-            return d
-        if d > best.get(n, np.inf):
-            continue
-        for k, m in graph.links(n):
-            if k == edge:
-                continue
-            nd = d + lengths[k]
-            if nd <= limit and nd < best.get(m, np.inf):
-                best[m] = nd
-                heapq.heappush(heap, (nd, m))
-    return None
+    return _within(graph, {e.u}, lengths, limit, avoid=edge, target=e.v).get(e.v)
 
 
 def _spurs(graph: VoxelGraph, radius_at: np.ndarray, spur_factor: float,
