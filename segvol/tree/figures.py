@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from segvol.tree.core import TreeAnalysis
-from segvol.tree.measure import Tree
+from segvol.tree.measure import Segment, Tree
 
 __all__ = ["save_tree_picture", "save_radius_profiles", "projection"]
 
@@ -48,6 +48,13 @@ def _mask_points(mask: np.ndarray, affine: np.ndarray, limit: int = 3_000_000) -
     return idx @ affine[:3, :3].T + affine[:3, 3]
 
 
+def _narrowing_sample(seg: Segment) -> list[int]:
+    """The index of the sample nearest a flagged narrowing of ``seg``, or none."""
+    if not seg.narrowing or seg.narrowing_mm is None:
+        return []
+    return [int(np.argmin(np.abs(seg.arclength_mm - seg.narrowing_mm)))]
+
+
 def _draw_view(ax: Any, result: TreeAnalysis, pts: np.ndarray, view: tuple, norm: Any, cmap: Any) -> Any:
     from matplotlib.collections import LineCollection
 
@@ -61,8 +68,7 @@ def _draw_view(ax: Any, result: TreeAnalysis, pts: np.ndarray, view: tuple, norm
         coll = LineCollection(list(np.concatenate(lines)), cmap=cmap, norm=norm, linewidths=1.6)
         coll.set_array(np.concatenate([0.5 * (s.radii_mm[:-1] + s.radii_mm[1:]) for _, s in result.segments]))
         ax.add_collection(coll)
-    marks = [s.points_mm[int(np.argmin(np.abs(s.arclength_mm - s.narrowing_mm)))] for _, s in result.segments
-             if s.narrowing and s.narrowing_mm is not None]
+    marks = [s.points_mm[i] for _, s in result.segments for i in _narrowing_sample(s)]
     if marks:
         ax.plot([m[a] for m in marks], [m[b] for m in marks], "o", mfc="none", mec="red", ms=10, mew=1.5)
     for tree in result.trees:
@@ -124,8 +130,7 @@ def save_radius_profiles(result: TreeAnalysis, path: str | Path) -> Path:
                                          linewidths=1.2))
         ax.autoscale_view()
         marks = [(start[s.id] + s.arclength_mm[i], s.radii_mm[i]) for s in tree.segments
-                 if s.narrowing and s.narrowing_mm is not None
-                 for i in [int(np.argmin(np.abs(s.arclength_mm - s.narrowing_mm)))]]
+                 for i in _narrowing_sample(s)]
         if marks:
             ax.plot(*zip(*marks), "o", mfc="none", mec="red", ms=9, mew=1.5)
         ax.set(title=f"{tree.name}: {len(tree.segments)} segments, {tree.length_mm:.0f} mm",
