@@ -55,6 +55,7 @@ def test_default_fast_path_costs_no_accuracy(trained_imagecas, tmp_path, monkeyp
     fast = infer(onnx_model, "fast")  # the defaults: ONNX Runtime, overlap auto, gather inverse
     fast_same_windows = infer(onnx_model, "fast-0.5", overlap=0.5)
     monai_default = infer(best, "pytorch-0.25", overlap=0.25)
+    more_windows = infer(best, "pytorch-0.75", overlap=0.75)  # the other way: more windows than 0.5, not fewer
     with monkeypatch.context() as m:  # the oracle: MONAI's Invertd, as for an oblique scan
         m.setattr(predictor, "axis_gather_plan", lambda *a, **k: None)
         reference = infer(best, "pytorch-0.5-invertd", overlap=0.5)
@@ -63,8 +64,9 @@ def test_default_fast_path_costs_no_accuracy(trained_imagecas, tmp_path, monkeyp
         same = _dice(fast_same_windows[i], reference[i])
         cost = _dice(reference[i], truth[i]) - _dice(fast[i], truth[i])
         moved, control = _dice(fast[i], reference[i]), _dice(monai_default[i], reference[i])
+        denser = _dice(more_windows[i], reference[i])
         print(f"{scan}: ONNX+gather vs PyTorch+Invertd at overlap 0.5 {same:.4f}; Dice vs labels: overlap 0.5 "
               f"{_dice(reference[i], truth[i]):.4f}, auto {_dice(fast[i], truth[i]):.4f}; vs overlap 0.5: auto "
-              f"{moved:.4f}, MONAI's 0.25 {control:.4f}")
+              f"{moved:.4f}, MONAI's 0.25 {control:.4f}, 0.75 {denser:.4f}")
         assert same >= GATE
         assert cost <= ACCURACY_MARGIN
