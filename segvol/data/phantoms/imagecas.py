@@ -12,6 +12,7 @@ Scene axes: +x patient left, +y posterior, +z superior (the voxel axes of an LPS
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from scipy import ndimage
 __all__ = ["PhantomGeometry", "SIZES", "sample_geometry", "make_imagecas_phantom", "Centreline", "TREE_GAP_VOXELS"]
 
 TREE_GAP_VOXELS = 2  # empty voxels at least between the left and the right coronary tree (26-connected)
+GROOVE_LEVEL = -0.6  # the atrioventricular groove: this fraction of the long half axis from the centre to the base
+STEER_GAIN = 0.3  # how strongly a main artery keeps to its groove, against its random winding (per 1 mm step)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,29 @@ class _Heart:
         q_surf = q_surf + lift * q_surf / (np.linalg.norm(q_surf) + 1e-6)
         return self.center + self.rot @ q_surf
 
+    def around(self, p: np.ndarray, sense: float) -> np.ndarray:
+        """The unit direction at ``p`` around the long axis: anticlockwise seen from the apex for ``sense`` 1,
+        clockwise for -1."""
+        d = np.cross(self.rot[:, 0], p - self.center)
+        return sense * d / (np.linalg.norm(d) + 1e-9)
+
+    def groove(self, sense: float, stop: np.ndarray, margin: float) -> Callable[[np.ndarray], np.ndarray]:
+        """Where an artery in an atrioventricular groove heads from ``p`` (a steer for :func:`_walk`): around the long
+        axis in ``sense`` at :data:`GROOVE_LEVEL` until ``margin`` radians short of the side of the heart that faces
+        the scene direction ``stop``, then down towards the apex."""
+        apex = self.rot[:, 0]
+        q_stop = self.rot.T @ np.asarray(stop, float)
+        theta_stop = np.arctan2(q_stop[2], q_stop[1]) - sense * margin
+
+        def steer(p: np.ndarray) -> np.ndarray:
+            q = self.to_local(p)
+            ahead = np.degrees(sense * (theta_stop - np.arctan2(q[2], q[1]))) % 360
+            if not 3 < ahead < 270:  # at (or past) the turn
+                return apex
+            d = self.around(p, sense) + 3.0 * (GROOVE_LEVEL - q[0] / self.axes[0]) * apex
+            return d / np.linalg.norm(d)
+        return steer
+
     def normal(self, p: np.ndarray) -> np.ndarray:
         g = self.rot @ (self.to_local(p) / self.axes**2)
         return g / (np.linalg.norm(g) + 1e-9)
@@ -136,14 +162,17 @@ class Centreline:
     radii_mm: np.ndarray
 
 
-def _walk(heart: _Heart, start, direction, length, r0, r1, rng, lift, curl=0.15) -> _Tube:
-    """A smooth random curve on the heart's surface, 1 mm per step, radius tapering from r0 to r1."""
+def _walk(heart: _Heart, start, direction, length, r0, r1, rng, lift, curl=0.15, steer=None) -> _Tube:
+    """A smooth random curve on the heart's surface, 1 mm per step, radius tapering from r0 to r1; ``steer`` (a
+    function of the current point) pulls each step towards the artery's anatomical course."""
     n = max(int(length), 2)
     p, d = heart.project(np.asarray(start, float), lift), np.asarray(direction, float)
     pts, turn = [p], rng.normal(0, curl, 3)
     for _ in range(n - 1):
         nrm = heart.normal(p)
         turn = 0.85 * turn + rng.normal(0, curl, 3)
+        if steer is not None:
+            d = d + STEER_GAIN * steer(p)
         d = d + turn - np.dot(d + turn, nrm) * nrm
         d /= np.linalg.norm(d) + 1e-9
         p = heart.project(p + d, lift)
@@ -153,12 +182,17 @@ def _walk(heart: _Heart, start, direction, length, r0, r1, rng, lift, curl=0.15)
 
 
 def _tree(heart, ostium, root_dirs, r0, rmin, rng, scale, lift) -> list[_Tube]:
-    """A coronary tree: a short trunk from the ostium to the heart, main branches, and side branches."""
+    """A coronary tree: a short trunk from the ostium to the heart, main branches, and side branches.
+
+    ``root_dirs`` is the trunk's direction, then ``(direction, length, steer)`` per main branch: its first direction
+    (a function of the trunk's end), its length (mm at scale 1) and its steer (see :func:`_walk`).
+    """
     first = heart.project(ostium + 6 * scale * np.asarray(root_dirs[0]), lift)
     trunk = np.linspace(ostium, first, 8)
     tubes = [_Tube(trunk, np.full(len(trunk), r0), "trunk")]
-    for direction, length in root_dirs[1:]:
-        main = _walk(heart, first, direction, length * scale, r0 * 0.9, rmin, rng, lift, curl=0.06)
+    for direction, length, steer in root_dirs[1:]:
+        main = _walk(heart, first, direction(first), length * scale, r0 * 0.9, rmin, rng, lift, curl=0.06,
+                     steer=steer)
         tubes.append(main)
         n_side = int(rng.integers(2, 5))
         for at in np.sort(rng.uniform(0.15, 0.75, n_side)):
@@ -250,11 +284,15 @@ def make_imagecas_phantom(geom: PhantomGeometry, seed: int, centrelines: list[Ce
     apex = rot[:, 0]
     left_ostium = root + np.array([0.9, -0.2, 0.0]) * aorta_r * 1.25
     right_ostium = root + np.array([-0.5, -0.85, 0.0]) * aorta_r * 1.25
-    around = np.cross(apex, [0, 0, 1.0])
-    left = _tree(heart, left_ostium, [[1, -0.3, -0.2], (apex - [0, 0.4, 0], 110), (-around + [0, 0.5, 0], 80)],
-                 r0, rmin, rng, scale, lift)
-    right = _tree(heart, right_ostium, [[-0.6, -0.8, -0.1], (around - [0, 0.3, 0.5], 100)],
-                  r0 * 0.95, rmin, rng, scale, lift)
+    # The left anterior descending artery runs down the front of the heart to the apex and the circumflex round the
+    # left atrioventricular groove towards the back; the right coronary artery runs the other way round, in the right
+    # groove, to the back and then down towards the apex. Each tree so keeps to its own side of the heart.
+    back = np.array([0.0, 1.0, 0.0])
+    lad = (lambda p: apex - [0, 0.4, 0], 110, lambda p: apex)
+    circumflex = (lambda p: heart.around(p, -1) + 0.3 * apex, 80, heart.groove(-1, back, np.radians(50)))
+    rca = (lambda p: heart.around(p, 1) + 0.3 * apex, 100, heart.groove(1, back, np.radians(20)))
+    left = _tree(heart, left_ostium, [[1, -0.3, -0.2], lad, circumflex], r0, rmin, rng, scale, lift)
+    right = _tree(heart, right_ostium, [[-0.6, -0.8, -0.1], rca], r0 * 0.95, rmin, rng, scale, lift)
     sdf = _rasterise_tubes(canvas, left)
     sdf_right = _rasterise_tubes(canvas, right)
     sdf_right[~_apart(sdf <= 0, sdf_right <= 0)] = np.inf
