@@ -1,8 +1,8 @@
 """Masks of the coronary trees that segvol's ImageCAS phantom generator draws, with their known geometry.
 
-The generator's full scene lets the right tree pass through gaps around the left one (so the two are separate only
-6-connected); for the tree tests each tree is rasterised alone from the generator's own centrelines and radii
-(:class:`segvol.data.phantoms.imagecas.Centreline`), on a grid of the test's choosing.
+For the tree tests each tree is rasterised alone from the generator's own centrelines and radii
+(:class:`segvol.data.phantoms.imagecas.Centreline`), on a grid of the test's choosing (the scene's label holds both
+trees, on the phantom's own grid).
 """
 
 from __future__ import annotations

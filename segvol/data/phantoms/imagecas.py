@@ -4,8 +4,12 @@ The scene is built in millimetres and rasterised on the scan's own grid, so the 
 resolution. A phantom holds air around a body of soft tissue, two lungs (about -800 HU), a spine, a heart whose
 myocardium wraps a contrast-filled blood pool, the ascending and descending aorta (300-450 HU), epicardial fat,
 and two coronary trees that leave the aortic root as thin, curved, branching tubes lying on the heart's surface
-and tapering from about 2.5 to 0.5 mm radius. Partial-volume edges, a slight blur and noise make the thin
-branches faint. Only the coronary trees are labelled: the aorta and the blood pool are as bright but are not.
+and tapering from about 2.5 to 0.5 mm radius. They run as the arteries do: on the left the anterior descending
+artery down the front to the apex and the circumflex round the left atrioventricular groove, on the right the right
+coronary artery the other way round its groove to the back of the heart and down towards the apex; each tree keeps
+to its own side, at least :data:`TREE_GAP_VOXELS` empty voxels from the other. Partial-volume edges, a slight blur
+and noise make the thin branches faint. Only the coronary trees are labelled: the aorta and the blood pool are as
+bright but are not.
 
 Scene axes: +x patient left, +y posterior, +z superior (the voxel axes of an LPS-stored scan).
 """
@@ -119,9 +123,9 @@ class _Heart:
         return sense * d / (np.linalg.norm(d) + 1e-9)
 
     def groove(self, sense: float, stop: np.ndarray, margin: float) -> Callable[[np.ndarray], np.ndarray]:
-        """Where an artery in an atrioventricular groove heads from ``p`` (a steer for :func:`_walk`): around the long
-        axis in ``sense`` at :data:`GROOVE_LEVEL` until ``margin`` radians short of the side of the heart that faces
-        the scene direction ``stop``, then down towards the apex."""
+        """A steer for :func:`_walk` (the direction to head in from a point) along an atrioventricular groove: around
+        the long axis in ``sense`` at :data:`GROOVE_LEVEL` until ``margin`` radians short of the side of the heart
+        that faces the scene direction ``stop``, then down towards the apex."""
         apex = self.rot[:, 0]
         q_stop = self.rot.T @ np.asarray(stop, float)
         theta_stop = np.arctan2(q_stop[2], q_stop[1]) - sense * margin
@@ -285,8 +289,8 @@ def make_imagecas_phantom(geom: PhantomGeometry, seed: int, centrelines: list[Ce
     left_ostium = root + np.array([0.9, -0.2, 0.0]) * aorta_r * 1.25
     right_ostium = root + np.array([-0.5, -0.85, 0.0]) * aorta_r * 1.25
     # The left anterior descending artery runs down the front of the heart to the apex and the circumflex round the
-    # left atrioventricular groove towards the back; the right coronary artery runs the other way round, in the right
-    # groove, to the back and then down towards the apex. Each tree so keeps to its own side of the heart.
+    # left atrioventricular groove, turning down well short of the back; the right coronary artery runs the other way
+    # round, in the right groove, to the back and then down towards the apex. Each tree so keeps to its own side.
     back = np.array([0.0, 1.0, 0.0])
     lad = (lambda p: apex - [0, 0.4, 0], 110, lambda p: apex)
     circumflex = (lambda p: heart.around(p, -1) + 0.3 * apex, 80, heart.groove(-1, back, np.radians(50)))
