@@ -4,9 +4,10 @@ ImageCAS model of tests/conftest.py, its two validation cases).
 What is measured, and why in three parts (docs/benchmarks.md, "Quality gate"):
 
 - ONNX Runtime and the uint8 gather inverse change nothing: at the same windows (overlap 0.5) their masks agree
-  with fp32 PyTorch masks inverted by MONAI's ``Invertd`` at Dice >= 0.98 (measured 1.0).
-- ``overlap: auto`` costs no accuracy against the reference labels: its Dice is within 0.02 of overlap 0.5's
-  (measured: within 0.005).
+  with fp32 PyTorch masks inverted by MONAI's ``Invertd`` at Dice >= 0.98 (measured 1.0), away from the planes
+  where the input's voxel centres fall exactly half-way between two 1 mm voxels: there nearest-neighbour has two
+  right answers, and the gather and ``Invertd`` may pick different ones (about 0.01 Dice on one case).
+- ``overlap: auto`` costs no accuracy against the reference labels: its Dice is within 0.02 of overlap 0.5's.
 - How far ``auto``'s masks move from overlap 0.5's is printed beside how far MONAI's own default overlap 0.25
   moves them, not asserted: on 32³ windows a BasicUNet's prediction depends on where the window borders fall (its
   receptive field spans the whole window), so any change of window placement moves 5-13 % of this thin mask (0.25,
@@ -29,6 +30,19 @@ ACCURACY_MARGIN = 0.02
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def _off_tie_planes(scan: str, seen: str) -> np.ndarray:
+    """The input voxels of ``scan`` whose centres do not fall half-way between two voxels of the processed grid
+    (``seen``: what the network sees, written by ``segvol preprocess``; padding shifts it by whole voxels only)."""
+    image = nib.load(scan)
+    to_seen = np.linalg.solve(nib.load(seen).affine, image.affine)
+    keep = []
+    for j, n in enumerate(image.shape[:3]):
+        i = int(np.argmax(np.abs(to_seen[:3, j])))
+        coords = to_seen[i, j] * np.arange(n) + to_seen[i, 3]
+        keep.append(np.abs(coords - np.floor(coords) - 0.5) > 1e-3)
+    return keep[0][:, None, None] & keep[1][None, :, None] & keep[2][None, None, :]
 
 
 def _masks(results) -> list[np.ndarray]:
@@ -61,11 +75,15 @@ def test_default_fast_path_costs_no_accuracy(trained_imagecas, tmp_path, monkeyp
         reference = infer(best, "pytorch-0.5-invertd", overlap=0.5)
 
     for i, scan in enumerate(scans):
-        same = _dice(fast_same_windows[i], reference[i])
+        off = _off_tie_planes(scan, str(api.preprocess(scan=scan, out=tmp_path / f"seen{i}.nii.gz", model=best)))
+        assert off.mean() > 0.9, "tie planes are a few slices, not the volume"
+        assert (reference[i] & off).any()
+        same = _dice(fast_same_windows[i] & off, reference[i] & off)
         cost = _dice(reference[i], truth[i]) - _dice(fast[i], truth[i])
         moved, control = _dice(fast[i], reference[i]), _dice(monai_default[i], reference[i])
         denser = _dice(more_windows[i], reference[i])
-        print(f"{scan}: ONNX+gather vs PyTorch+Invertd at overlap 0.5 {same:.4f}; Dice vs labels: overlap 0.5 "
+        print(f"{scan}: ONNX+gather vs PyTorch+Invertd at overlap 0.5 {same:.4f} (tie planes included: "
+              f"{_dice(fast_same_windows[i], reference[i]):.4f}); Dice vs labels: overlap 0.5 "
               f"{_dice(reference[i], truth[i]):.4f}, auto {_dice(fast[i], truth[i]):.4f}; vs overlap 0.5: auto "
               f"{moved:.4f}, MONAI's 0.25 {control:.4f}, 0.75 {denser:.4f}")
         assert same >= GATE
