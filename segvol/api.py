@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # torch-importing modules stay lazy: `segvol --help` must not
     from segvol.training.trainer import FitResult
 
 __all__ = ["synth", "train", "export_onnx", "infer", "newest_run", "default_output", "expand_inputs",
-           "check_targets", "resolve_records", "import_data"]
+           "check_targets", "resolve_records", "import_data", "caches"]
 
 log = logging.getLogger(__name__)
 
@@ -532,3 +532,16 @@ def preprocess(*, scan: Any, out: str | Path, config: str | None = None, model: 
     if isinstance(scan, (list, tuple)) and len(scan) == 1:
         scan = scan[0]
     return preprocess_file(cfg, resolve_input(scan, modalities), out, overwrite=overwrite)
+
+
+def caches(*, data: str | Path, clean: bool = False, remove_all: bool = False) -> tuple[list[Any], int]:
+    """The preprocessing caches in ``<data>/.cache/`` (most recently used first) and the bytes removed: with
+    ``clean``, every cache but the most recently used one (those of earlier settings); with ``remove_all``, all.
+    Returns ``(caches left, bytes freed)``."""
+    from segvol.training.caches import list_caches, remove_caches
+
+    found = list_caches(data)
+    if not (clean or remove_all):
+        return found, 0
+    keep = [] if remove_all else found[:1]
+    return keep, remove_caches([c for c in found if c not in keep])

@@ -211,6 +211,27 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------------- cache
+def _add_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="list the preprocessing caches of a data folder; remove stale ones")
+    p.add_argument("data", help="the data folder (its caches live in <data>/.cache/)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--clean", action="store_true",
+                     help="remove every cache but the most recently used one (left behind by earlier settings)")
+    how.add_argument("--all", dest="remove_all", action="store_true", help="remove all of them")
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from segvol import api
+    from segvol.training.caches import format_caches
+
+    left, freed = api.caches(data=args.data, clean=args.clean, remove_all=args.remove_all)
+    if args.clean or args.remove_all:
+        print(f"freed {freed / 1e9:.2f} GB")
+    print(format_caches(left))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------- bench
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure training and inference speed on phantoms")
@@ -343,6 +364,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "bench": (_add_bench, _run_bench),
     "import": (_add_import, _run_import),
     "check-data": (_add_check, _run_check),
+    "cache": (_add_cache, _run_cache),
     "evaluate": (evaluation_commands.add_evaluate, evaluation_commands.run_evaluate),
     "report": (evaluation_commands.add_report, evaluation_commands.run_report),
     "mesh": (evaluation_commands.add_mesh, evaluation_commands.run_mesh),

@@ -21,7 +21,7 @@ from segvol.data.records import Record
 from segvol.transforms import MAX_BG_INDICES, crop_indices, deterministic_prefix, random_part
 from segvol.utils import atomic_path
 
-__all__ = ["cache_key", "record_identity", "DiskCache", "cached_volumes", "Augmented", "augment_seed",
+__all__ = ["cache_key", "cache_settings", "record_identity", "DiskCache", "cached_volumes", "Augmented", "augment_seed",
            "estimate_cache_bytes"]
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,15 @@ CACHE_FORMAT = 3  # bump when the prefix's code changes in a way the config does
 FILE_KEYS = ("image", "label")  # record keys holding file paths (one, or a list of sequences)
 
 
-def cache_key(cfg: Config, spec: TaskSpec) -> str:
-    """Hash of everything that determines the prefix's output: a config change invalidates the cache."""
-    what = {"format": CACHE_FORMAT, "preprocess": config_to_dict(cfg.preprocess), "dataset": cfg.data.dataset,
+def cache_settings(cfg: Config, spec: TaskSpec) -> dict[str, Any]:
+    """Everything that determines the prefix's output (recorded in each disk cache's ``cache.json``)."""
+    return {"format": CACHE_FORMAT, "preprocess": config_to_dict(cfg.preprocess), "dataset": cfg.data.dataset,
             "labels": cfg.data.labels, "modalities": list(spec.modalities)}
-    return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_key(cfg: Config, spec: TaskSpec) -> str:
+    """Hash of :func:`cache_settings`: a config change invalidates the cache."""
+    return hashlib.sha1(json.dumps(cache_settings(cfg, spec), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _files(value: Any) -> list[str]:
@@ -121,13 +125,26 @@ def cached_volumes(records: list[Record], cfg: Config, spec: TaskSpec, device: t
     if mode == "disk":
         folder = Path(cfg.data.root) / ".cache" / cache_key(cfg, spec)
         folder.mkdir(parents=True, exist_ok=True)
-        log.info("preprocessing cache: %s", folder)
+        _open_disk_cache(folder, cache_settings(cfg, spec))
         return DiskCache(records, Compose(steps), cache_dir=folder, hash_func=record_identity)
     if mode == "none":
         return Dataset(records, Compose(steps))
     from segvol.errors import SegvolError
 
     raise SegvolError(f"data.cache={mode!r}: expected ram, disk or none")
+
+
+def _open_disk_cache(folder: Path, settings: dict[str, Any]) -> None:
+    """Mark the cache as used now, and say what the caches of earlier settings beside it take up."""
+    from segvol.training.caches import list_caches, mark_used
+
+    mark_used(folder, settings)
+    log.info("preprocessing cache: %s", folder)
+    others = [c for c in list_caches(folder.parent.parent) if c.key != folder.name]
+    if others:
+        log.info("%d more preprocessing cache(s) from other settings in %s take %.2f GB; `segvol cache %s` lists "
+                 "them, `--clean` removes them", len(others), folder.parent, sum(c.size for c in others) / 1e9,
+                 folder.parent.parent)
 
 
 def augment_seed(seed: int, epoch: int, rank: int = 0) -> int:

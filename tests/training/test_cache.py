@@ -11,6 +11,7 @@ import torch
 
 from segvol import api
 from segvol.config import load_config
+from segvol.training.caches import INFO_FILE
 from segvol.training.data import cache_key, cached_volumes
 from segvol.transforms import INDEX_KEYS, random_part
 
@@ -28,7 +29,8 @@ def _records_and_spec(cfg):
 
 
 def _cache_files(folder: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    """The cached volumes (and any temporary file), not the ``cache.json`` each use rewrites."""
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name != INFO_FILE}
 
 
 def test_disk_cache_hits_and_is_invalidated_by_the_prefix_config(data):
@@ -48,7 +50,7 @@ def test_disk_cache_hits_and_is_invalidated_by_the_prefix_config(data):
     other = cfg.replace(preprocess={"spacing": [1.5, 1.5, 1.5]})
     assert cache_key(other, spec) != cache_key(cfg, spec)
     assert cached_volumes(records, other, spec)[0]["image"].shape != first[0]["image"].shape
-    assert len(list((data / ".cache" / cache_key(other, spec)).iterdir())) == 1
+    assert len(_cache_files(data / ".cache" / cache_key(other, spec))) == 1
 
 
 def test_regenerated_label_at_the_same_path_is_preprocessed_again(data):
@@ -86,9 +88,9 @@ def test_disk_cache_files_appear_whole_by_rename(data, monkeypatch):
 
     monkeypatch.setattr(os, "replace", spy)
     cached_volumes(records[:1], cfg, spec)[0]
-    assert len(renames) == 1
-    src, dst = renames[0]
-    assert src.parent == dst.parent == folder and dst.suffix == ".pt" and src.name.startswith(".")
+    assert sorted(dst.suffix for _, dst in renames) == [".json", ".pt"]  # the volume, and cache.json
+    for src, dst in renames:
+        assert src.parent == dst.parent == folder and src.name.startswith(".")
 
 
 def test_crop_positions_are_stored_and_used(data):
