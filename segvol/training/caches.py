@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,16 +44,31 @@ def mark_used(folder: Path, made_for: dict[str, Any]) -> None:
         tmp.write_text(json.dumps({"made_for": made_for, "last_used": time.time()}, indent=1, sort_keys=True))
 
 
+def _stats(folder: Path) -> dict[str, os.stat_result]:
+    """Name -> stat of the plain files in ``folder``; a temporary file renamed away meanwhile (another process
+    writing the cache) is skipped."""
+    found = {}
+    for f in folder.iterdir():
+        try:
+            st = f.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            found[f.name] = st
+    return found
+
+
 def _info(folder: Path) -> CacheInfo:
-    files = [f for f in folder.iterdir() if f.is_file() and not f.is_symlink()]
-    volumes = [f for f in files if f.suffix == ".pt" and not f.name.startswith(".")]
-    made_for, last_used = None, max((f.stat().st_mtime for f in files), default=folder.stat().st_mtime)
+    files = _stats(folder)
+    volumes = [name for name in files if name.endswith(".pt") and not name.startswith(".")]
+    made_for, last_used = None, max((st.st_mtime for st in files.values()), default=folder.stat().st_mtime)
     try:
         info = json.loads((folder / INFO_FILE).read_text())
         made_for, last_used = info["made_for"], float(info["last_used"])
     except (OSError, ValueError, KeyError, TypeError):
         pass  # a cache from before cache.json: the newest file's time stands in for its last use
-    return CacheInfo(folder.name, folder, made_for, len(volumes), sum(f.stat().st_size for f in files), last_used)
+    return CacheInfo(folder.name, folder, made_for, len(volumes), sum(st.st_size for st in files.values()),
+                     last_used)
 
 
 def list_caches(data: str | Path) -> list[CacheInfo]:
