@@ -32,29 +32,64 @@ COVER_TOL_MM = 1.0
 END_TOL_MM = 3.0
 
 
+def _weights(points_mm: np.ndarray) -> np.ndarray:
+    """Length weight of each polyline sample: half of each step to its neighbours."""
+    steps = np.linalg.norm(np.diff(points_mm, axis=0), axis=1)
+    w = np.zeros(len(points_mm))
+    w[:-1] += steps / 2
+    w[1:] += steps / 2
+    return w
+
+
+def _is_chain(graph, node_ids: list[int], edge_ids: list[int]) -> bool:  # noqa: ANN001
+    """A tree that is one edge between two free ends (most of a speckled mask's pieces)."""
+    if len(edge_ids) != 1 or len(node_ids) != 2:
+        return False
+    e = graph.edges[edge_ids[0]]
+    return e.u != e.v and graph.nodes[e.u].kind == "end" and graph.nodes[e.v].kind == "end"
+
+
 class _Traced:
-    """Centreline samples (voxel indices, radius, length weight) and free ends of one mask."""
+    """Centreline samples (voxel indices, radius, length weight) and free ends of one mask.
+
+    The values are those of every tree of :func:`segvol.tree.analyse_mask`, in its order; only what they need is
+    measured: trees without an edge (a lone voxel) have no centreline and no free end, and trees that are one chain
+    between two free ends (most pieces of speckle) are measured together (:func:`segvol.tree.measure.measure_chains`).
+    """
 
     def __init__(self, mask: np.ndarray, spacing: np.ndarray) -> None:
-        from segvol.tree import TreeSettings, analyse_mask
+        from segvol.tree import TreeSettings
+        from segvol.tree.core import _renumber, trace_mask
+        from segvol.tree.measure import measure_chains, measure_graph
 
-        affine = np.diag([*spacing, 1.0])
-        result = analyse_mask(mask, affine, TreeSettings(max_trees=None, min_tree_mm3=0.0))
-        voxels, radii, weights, ends = [], [], [], []
-        for tree in result.trees:
-            ends += [n.point_mm / spacing for n in tree.nodes if n.kind in ("root", "end")]
-            for seg in tree.segments:
-                steps = np.linalg.norm(np.diff(seg.points_mm, axis=0), axis=1)
-                w = np.zeros(len(seg.points_mm))
-                w[:-1] += steps / 2
-                w[1:] += steps / 2
-                voxels.append(seg.voxels)
-                radii.append(seg.radii_mm)
-                weights.append(w)
-        self.length = float(sum(t.length_mm for t in result.trees))
-        self.voxels = np.concatenate(voxels) if voxels else np.zeros((0, 3), np.int64)
-        self.radii = np.concatenate(radii) if radii else np.zeros(0)
-        self.weights = np.concatenate(weights) if weights else np.zeros(0)
+        traced = trace_mask(mask, np.diag([*spacing, 1.0]), TreeSettings(max_trees=None, min_tree_mm3=0.0))
+        graph = traced.graph
+        per_tree: list[tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]], float] | None] = \
+            [None] * len(traced.tree_labels)  # (ends, [(voxels, radii, points_mm) per segment], length)
+        chains: list[tuple[int, int]] = []  # (rank, edge)
+        for rank, lab in enumerate(traced.tree_labels):
+            node_ids, edge_ids = traced.parts.get(lab, ([], []))
+            if not edge_ids:
+                continue
+            if _is_chain(graph, node_ids, edge_ids):
+                chains.append((rank, edge_ids[0]))
+                continue
+            nodes, segments, root = measure_graph(graph, node_ids, edge_ids, traced.geo, traced.result.settings)
+            _renumber(nodes, segments, root)
+            per_tree[rank] = ([n.point_mm / spacing for n in nodes if n.kind in ("root", "end")],
+                              [(s.voxels, s.radii_mm, s.points_mm) for s in segments],
+                              float(sum(s.length_mm for s in segments)))
+        measured = measure_chains(graph, [k for _, k in chains], traced.geo) if chains else []
+        for (rank, _), (vox, pts, radii) in zip(chains, measured):
+            steps = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+            per_tree[rank] = ([pts[0] / spacing, pts[-1] / spacing], [(vox, radii, pts)], float(np.cumsum(steps)[-1]))
+        done = [t for t in per_tree if t is not None]
+        segs = [seg for t in done for seg in t[1]]
+        self.length = float(sum(t[2] for t in done))
+        self.voxels = np.concatenate([v for v, _, _ in segs]) if segs else np.zeros((0, 3), np.int64)
+        self.radii = np.concatenate([r for _, r, _ in segs]) if segs else np.zeros(0)
+        self.weights = np.concatenate([_weights(p) for _, _, p in segs]) if segs else np.zeros(0)
+        ends = [e for t in done for e in t[0]]
         self.ends = np.array(ends, dtype=np.float64).reshape(-1, 3)  # voxel coordinates (tips need not be voxels)
 
     def distance_to(self, voxels: np.ndarray, spacing: np.ndarray) -> np.ndarray:

@@ -18,10 +18,11 @@ import numpy as np
 from scipy import ndimage
 
 from segvol.tree.measure import Node, Piece, Segment, Tree, TreeSettings, _Geometry, _to_mm, measure_graph
-from segvol.tree.skeleton import (Work, keep_inside, pixel_graph, prepare, prune_spurs, repair_skeleton,
-                                  skeleton_of, trace_graph)
+from segvol.tree.skeleton import (VoxelGraph, Work, keep_inside, pixel_graph, prepare, prune_spurs,
+                                  repair_skeleton, skeleton_of, trace_graph)
 
-__all__ = ["TreeAnalysis", "analyse_mask", "spacing_of_affine", "radius_from_edt", "SIDE_MARGIN_MM"]
+__all__ = ["TreeAnalysis", "TracedGraph", "analyse_mask", "trace_mask", "spacing_of_affine", "radius_from_edt",
+           "SIDE_MARGIN_MM"]
 
 log = logging.getLogger(__name__)
 SIDE_MARGIN_MM = 10.0
@@ -149,17 +150,32 @@ def _distance_at(mask: np.ndarray, box: tuple[slice, ...], coords: np.ndarray, s
     return ndimage.distance_transform_edt(mask, sampling=spacing)[tuple(coords.T)]
 
 
-def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | None = None) -> TreeAnalysis:
-    """Centreline trees of a binary 3D mask.
+@dataclass
+class TracedGraph:
+    """A mask's pruned centreline graph split by tree component, before the trees are measured
+    (:func:`trace_mask`; :func:`analyse_mask` measures every tree, the centreline metrics only what they use)."""
 
-    Args:
-        mask: (X, Y, Z) array; anything non-zero is vessel.
-        affine: 4x4 voxel -> scanner mm (the NIfTI affine; any orientation, anisotropic, mirrored).
-        settings: pruning, narrowing and tree/piece thresholds.
+    result: TreeAnalysis  # the pieces are filled in, the trees not yet
+    tree_labels: list[int]  # component labels of the trees, largest first
+    sizes: np.ndarray  # voxels per component (label - 1)
+    offset: np.ndarray  # work index -> input voxel index
+    graph: VoxelGraph | None = None
+    geo: _Geometry | None = None
+    parts: dict[int, tuple[list[int], list[int]]] = field(default_factory=dict)  # label -> (node ids, edge ids)
+    centroids: np.ndarray | None = None  # mean work index per tree label
 
-    Returns:
-        A :class:`TreeAnalysis`; empty (no trees, no pieces) for an empty mask.
-    """
+    def tree(self, rank: int, nodes: list[Node], segments: list[Segment], root: int | None) -> Tree:
+        """The :class:`Tree` of ``tree_labels[rank]`` from its measured nodes and segments."""
+        lab = self.tree_labels[rank]
+        voxel_mm3 = float(np.prod(self.result.spacing))
+        return Tree(name="", label=rank + 1, voxels=int(self.sizes[lab - 1]),
+                    volume_mm3=float(self.sizes[lab - 1]) * voxel_mm3, nodes=nodes, segments=segments, root=root,
+                    centroid_mm=_to_mm(np.add(self.centroids[rank], self.offset), self.result.affine))
+
+
+def trace_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | None = None) -> TracedGraph:
+    """Everything of :func:`analyse_mask` up to the measurement: crop, components, pieces, skeleton, graph,
+    pruning."""
     settings = settings or TreeSettings()
     mask = np.asarray(mask) != 0
     if mask.ndim != 3:
@@ -169,7 +185,7 @@ def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | 
     result = TreeAnalysis(tuple(mask.shape), affine, spacing, settings)
     work = prepare(mask, spacing)
     if work is None:
-        return result
+        return TracedGraph(result, [], np.zeros(0, np.int64), np.zeros(3, np.int64))
     labels, n = _components(work.mask)
     inside = np.zeros_like(labels)
     inside[work.inside] = labels[work.inside]
@@ -181,8 +197,9 @@ def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | 
     chosen = set(tree_labels)
     result.pieces = _pieces(inside, [lab for lab in order if lab not in chosen], work.offset, affine, sizes,
                             voxel_mm3)
+    traced = TracedGraph(result, tree_labels, sizes, work.offset)
     if not tree_labels:
-        return result
+        return traced
     box = _box_of(labels, tree_labels)  # the trees, not the speckle around them, are thinned and measured
     lo = np.array([b.start for b in box])
     sub = Work(work.mask[box], work.offset + lo,
@@ -193,17 +210,31 @@ def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | 
     pg.coords += lo  # work indices from here on
     min_step = float(spacing.min())
     radius = radius_from_edt(_distance_at(work.mask, box, pg.coords, spacing), min_step)
-    graph = trace_graph(pg)
-    result.spurs_removed = prune_spurs(graph, radius, spacing, settings.spur_factor)
-    geo = _Geometry(affine, work.offset, radius, min_step, work)
-    parts = _split_graph(graph, labels[tuple(pg.coords.T)])
-    centroids = _centres(inside, tree_labels)
-    for rank, lab in enumerate(tree_labels):
-        node_ids, edge_ids = parts.get(lab, ([], []))
-        nodes, segments, root = measure_graph(graph, node_ids, edge_ids, geo, settings)
+    traced.graph = trace_graph(pg)
+    result.spurs_removed = prune_spurs(traced.graph, radius, spacing, settings.spur_factor)
+    traced.geo = _Geometry(affine, work.offset, radius, min_step, work)
+    traced.parts = _split_graph(traced.graph, labels[tuple(pg.coords.T)])
+    traced.centroids = _centres(inside, tree_labels)
+    return traced
+
+
+def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | None = None) -> TreeAnalysis:
+    """Centreline trees of a binary 3D mask.
+
+    Args:
+        mask: (X, Y, Z) array; anything non-zero is vessel.
+        affine: 4x4 voxel -> scanner mm (the NIfTI affine; any orientation, anisotropic, mirrored).
+        settings: pruning, narrowing and tree/piece thresholds.
+
+    Returns:
+        A :class:`TreeAnalysis`; empty (no trees, no pieces) for an empty mask.
+    """
+    traced = trace_mask(mask, affine, settings)
+    result = traced.result
+    for rank, lab in enumerate(traced.tree_labels):
+        node_ids, edge_ids = traced.parts.get(lab, ([], []))
+        nodes, segments, root = measure_graph(traced.graph, node_ids, edge_ids, traced.geo, result.settings)
         root = _renumber(nodes, segments, root)
-        result.trees.append(Tree(name="", label=rank + 1, voxels=int(sizes[lab - 1]),
-                                 volume_mm3=float(sizes[lab - 1]) * voxel_mm3, nodes=nodes, segments=segments,
-                                 root=root, centroid_mm=_to_mm(np.add(centroids[rank], work.offset), affine)))
-    _name_trees(result.trees, affine)
+        result.trees.append(traced.tree(rank, nodes, segments, root))
+    _name_trees(result.trees, result.affine)
     return result

@@ -32,7 +32,7 @@ import numpy as np
 
 from segvol.tree.skeleton import VoxelGraph
 
-__all__ = ["TreeSettings", "Node", "Segment", "Tree", "Piece", "measure_graph", "SMOOTH_HALF_WINDOW"]
+__all__ = ["TreeSettings", "Node", "Segment", "Tree", "Piece", "measure_graph", "measure_chains", "SMOOTH_HALF_WINDOW"]
 
 SMOOTH_HALF_WINDOW = 2  # moving average over 2 * 2 + 1 voxels
 TIP_FACTOR = 1.5  # samples within this many radii of a free end lie in its rounded tip
@@ -335,3 +335,68 @@ def measure_graph(graph: VoxelGraph, node_ids: list[int], edge_ids: list[int], g
                   degree=degree[k], point_mm=tips.get(k, _node_point(graph, k, geo)),
                   radius_mm=float(geo.radius[graph.nodes[k].pixels].max())) for k in node_ids]
     return nodes, segments, root
+
+
+def _surfaces(points: np.ndarray, directions: np.ndarray, geo: _Geometry) -> np.ndarray:
+    """:func:`_to_surface` of many points at once, (n, 3): the walks advance together, with the same arithmetic per
+    point. The voxel lookup multiplies by the inverse affine's diagonal, which equals its matrix product exactly
+    only when the other entries are zero; any other affine walks point by point."""
+    inv = geo.inverse[:3, :3]
+    if geo.work is None or len(points) == 0 or np.count_nonzero(inv - np.diag(np.diag(inv))):
+        return np.concatenate([_to_surface(p, d, geo) for p, d in zip(points, directions)] or [np.zeros((0, 3))])
+    out = points.copy()
+    norms = np.array([float(np.linalg.norm(d)) for d in directions])
+    moving = np.flatnonzero(norms >= 1e-9)
+    steps = np.zeros_like(points)
+    steps[moving] = directions[moving] / norms[moving, None] * 0.25 * geo.min_step
+    scale, shift = np.diag(inv), geo.inverse[:3, 3]
+    lo = np.array([s.start for s in geo.work.inside])
+    hi = np.array([s.stop for s in geo.work.inside])
+    for i in range(1, 4 * int(np.ceil(geo.max_radius * 2 / geo.min_step)) + 8):
+        if moving.size == 0:
+            break
+        cand = points[moving] + i * steps[moving]
+        idx = np.rint(cand * scale + shift).astype(np.int64) - geo.offset
+        ok = np.all((idx >= lo) & (idx < hi), axis=1)
+        ok[ok] = geo.work.mask[tuple(idx[ok].T)]
+        out[moving[ok]] = cand[ok]
+        moving = moving[ok]
+    return out
+
+
+def _root_first(graph: VoxelGraph, edge_ids: list[int], geo: _Geometry) -> list[tuple[int, int, list[int]]]:
+    """(start node, end node, path from start) of each edge, started at the end :func:`_choose_root` picks as the
+    root of its one-edge tree: the far end only when its first (up to five) voxels have the larger median radius."""
+    edges = [graph.edges[k] for k in edge_ids]
+    flip = np.zeros(len(edges), bool)
+    heads = np.array([min(len(e.path), 5) for e in edges])
+    for m in np.unique(heads).tolist():
+        which = np.flatnonzero(heads == m)
+        near = np.median(geo.radius[[edges[i].path[:m] for i in which]], axis=1)
+        far = np.median(geo.radius[[edges[i].path[::-1][:m] for i in which]], axis=1)
+        flip[which] = far > near
+    return [(e.v, e.u, e.path[::-1]) if f else (e.u, e.v, e.path) for e, f in zip(edges, flip.tolist())]
+
+
+def measure_chains(graph: VoxelGraph, edge_ids: list[int], geo: _Geometry
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(voxels, points_mm, radii_mm) of the one segment of trees that are a single edge between two free ends,
+    exactly as :func:`measure_graph` measures it (root end first, polyline extended to the surface at both ends),
+    for many such trees at once: speckle is mostly trees of this kind."""
+    vox, pts = [], []
+    for start, end, path in _root_first(graph, edge_ids, geo):
+        v = graph.pixels.coords[path] + geo.offset
+        p = _to_mm(v, geo.affine)
+        p[0], p[-1] = _node_point(graph, start, geo), _node_point(graph, end, geo)
+        vox.append((path, v))
+        pts.append(_smooth(p))
+    if not pts:
+        return []
+    first = _surfaces(np.array([p[0] for p in pts]), np.array([p[0] - p[min(4, len(p) - 1)] for p in pts]), geo)
+    pts = [np.concatenate([f[None], p]) for f, p in zip(first, pts)]
+    last = _surfaces(np.array([p[-1] for p in pts]), np.array([p[-1] - p[max(-5, -len(p))] for p in pts]), geo)
+    out = []
+    for (path, v), p, e in zip(vox, pts, last):
+        out.append((np.concatenate([v[:1], v, v[-1:]]), np.concatenate([p, e[None]]),
+                    geo.radius[[path[0], *path, path[-1]]]))
+    return out
