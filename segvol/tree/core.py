@@ -131,6 +131,17 @@ def _box_of(labels: np.ndarray, which: list[int], margin: int = 8) -> tuple[slic
                        min(max(b[ax].stop for b in boxes) + margin, labels.shape[ax])) for ax in range(3))
 
 
+def _edt_at(mask: np.ndarray, coords: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """``ndimage.distance_transform_edt(mask, sampling=spacing)[tuple(coords.T)]``, with the same arithmetic, from
+    the feature transform alone: the distances are worked out at ``coords`` only, not over the whole array."""
+    feature = ndimage.distance_transform_edt(mask, sampling=spacing, return_distances=False, return_indices=True)
+    offsets = (feature[(slice(None), *coords.T)] - coords.T).astype(np.float64)
+    for ax, step in enumerate(np.asarray(spacing, dtype=np.float64)):
+        offsets[ax] *= step
+    np.multiply(offsets, offsets, offsets)
+    return np.sqrt(np.add.reduce(offsets, axis=0))
+
+
 def _distance_at(mask: np.ndarray, box: tuple[slice, ...], coords: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """The Euclidean distance (mm) from each of ``coords`` to the nearest voxel outside ``mask``: computed in
     ``box``, which is exact wherever it is no larger than the distance to the box's inner faces; the whole mask
@@ -138,7 +149,7 @@ def _distance_at(mask: np.ndarray, box: tuple[slice, ...], coords: np.ndarray, s
     lo = np.array([b.start for b in box])
     hi = np.array([b.stop for b in box])
     rel = coords - lo
-    dist = ndimage.distance_transform_edt(mask[box], sampling=spacing)[tuple(rel.T)]
+    dist = _edt_at(mask[box], rel, spacing)
     room = np.full(len(coords), np.inf)
     for ax in range(3):
         if lo[ax] > 0:
@@ -147,7 +158,7 @@ def _distance_at(mask: np.ndarray, box: tuple[slice, ...], coords: np.ndarray, s
             room = np.minimum(room, (hi[ax] - coords[:, ax]) * spacing[ax])
     if np.all(dist <= room):
         return dist
-    return ndimage.distance_transform_edt(mask, sampling=spacing)[tuple(coords.T)]
+    return _edt_at(mask, coords, spacing)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from scipy import ndimage
 __all__ = ["Work", "prepare", "skeleton_of", "PixelGraph", "pixel_graph", "GraphNode", "GraphEdge", "VoxelGraph",
            "trace_graph", "contract_links", "prune_spurs", "repair_skeleton", "keep_inside", "MAX_BORDER_PAD"]
 
+SMALL_REPAIR = 16  # components whose re-thinning window is no wider are re-thinned together
 MAX_BORDER_PAD = 48  # voxels repeated beyond a border the mask touches (enough for vessels up to ~45 voxels wide)
 _OFFSETS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)
                      if (a, b, c) > (0, 0, 0)], dtype=np.int64)  # the 13 forward neighbours
@@ -52,6 +53,18 @@ def _border_pad(face: np.ndarray, spacing_face: list[float], step: float) -> int
     return int(min(np.ceil(radius / step) + 3, MAX_BORDER_PAD))
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes(mask)``: the background parts (6-connected) that reach no face of the array are
+    filled; found by labelling the background once instead of growing it from the faces step by step."""
+    background, n = ndimage.label(~mask)
+    outside = np.zeros(n + 1, bool)
+    for ax in range(3):
+        for end in (0, -1):
+            outside[np.take(background, end, axis=ax)] = True
+    outside[0] = False
+    return ~outside[background]
+
+
 def prepare(mask: np.ndarray, spacing: np.ndarray) -> Work | None:
     """Crop to the bounding box, fill cavities, pad (see the module doc); None for an empty mask."""
     coords = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
@@ -59,7 +72,7 @@ def prepare(mask: np.ndarray, spacing: np.ndarray) -> Work | None:
         return None
     lo = np.array([c[0] for c in coords])
     hi = np.array([c[-1] + 1 for c in coords])
-    arr = ndimage.binary_fill_holes(mask[tuple(slice(a, b) for a, b in zip(lo, hi))])
+    arr = fill_holes(mask[tuple(slice(a, b) for a, b in zip(lo, hi))])
     pads = []
     for ax in range(3):
         plane = [s for a, s in enumerate(spacing) if a != ax]
@@ -93,6 +106,64 @@ def _skeleton_pieces(skel: np.ndarray) -> int:
     return int(ndimage.label(skel, ndimage.generate_binary_structure(3, 3))[1])
 
 
+def _shifted(comp: np.ndarray, axis: int) -> np.ndarray:
+    """``comp`` with a one-voxel layer added on its high side along ``axis``."""
+    shifted = comp.copy()
+    sl = [slice(None)] * 3
+    sl[axis] = slice(1, None)
+    src = [slice(None)] * 3
+    src[axis] = slice(None, -1)
+    shifted[tuple(sl)] |= comp[tuple(src)]
+    return shifted
+
+
+def _repair_one(skel: np.ndarray, comp: np.ndarray, grown: tuple[slice, ...]) -> None:
+    """Re-thin the component ``comp`` (a mask of the window ``grown`` of ``skel``) as :func:`repair_skeleton`
+    says, one shift after the other."""
+    from skimage.morphology import skeletonize
+
+    for axis in range(3):
+        again = skeletonize(_shifted(comp, axis)).astype(bool) & comp
+        if _skeleton_pieces(again) == 1:
+            region = skel[grown]
+            region[comp] = again[comp]
+            return
+
+
+def _repair_many(skel: np.ndarray, windows: list[tuple[np.ndarray, tuple[slice, ...]]]) -> None:
+    """:func:`_repair_one` for many small components at once: windows of one cross-section are stacked along the
+    first axis with a layer of zeros between them and thinned together. Lee's thinning decides on each voxel from
+    its 26 neighbours and pads the array with zeros, so a window's result is the same as alone."""
+    from skimage.morphology import skeletonize
+
+    left = list(range(len(windows)))
+    for axis in range(3):
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in left:
+            groups.setdefault(windows[i][0].shape[1:], []).append(i)
+        failed = []
+        for (ny, nz), members in groups.items():
+            starts = np.cumsum([0] + [windows[i][0].shape[0] + 1 for i in members])
+            comp = np.zeros((int(starts[-1]), ny, nz), bool)
+            shifted = np.zeros_like(comp)
+            for i, at in zip(members, starts[:-1].tolist()):
+                c = windows[i][0]
+                comp[at:at + c.shape[0]] = c
+                shifted[at:at + c.shape[0]] = _shifted(c, axis)
+            again = skeletonize(shifted).astype(bool) & comp
+            pieces, n = ndimage.label(again, ndimage.generate_binary_structure(3, 3))
+            first = np.array([box[0].start for box in ndimage.find_objects(pieces)], np.int64)  # a layer of each
+            count = np.bincount(np.searchsorted(starts, first, side="right") - 1, minlength=len(members))
+            for j, (i, at) in enumerate(zip(members, starts[:-1].tolist())):
+                c, grown = windows[i]
+                if count[j] != 1:
+                    failed.append(i)
+                    continue
+                region = skel[grown]
+                region[c] = again[at:at + c.shape[0]][c]
+        left = sorted(failed)
+
+
 def repair_skeleton(skel: np.ndarray, labels: np.ndarray, which: list[int]) -> np.ndarray:
     """Re-thin components whose skeleton vanished or fell apart (scikit-image issue #3757: Lee's thinning can
     delete a tube whose cross-section is an even square, as nearest-neighbour upsampled masks have).
@@ -100,34 +171,29 @@ def repair_skeleton(skel: np.ndarray, labels: np.ndarray, which: list[int]) -> n
     Such a component is thinned again with a one-voxel layer added on one side (along x, else y, else z), which
     breaks the symmetry and shifts the centreline by half a voxel at most; the first result in one piece is kept.
     ``skel`` is the thinning of the whole work mask, padding included (:func:`skeleton_of` with ``inside_only``
-    false): cut at the volume's border, a skeleton may lie in several pieces that the padding joins.
+    false): cut at the volume's border, a skeleton may lie in several pieces that the padding joins. Small
+    components (speckle: thousands of them) are re-thinned together (:func:`_repair_many`).
     """
-    from skimage.morphology import skeletonize
-
     # a piece of skeleton lies in one component: count the pieces of every component at once
     pieces, n = ndimage.label(skel, ndimage.generate_binary_structure(3, 3))
-    component = np.bincount(pieces.ravel(), weights=labels.ravel(), minlength=n + 1)[1:]  # summed over a piece ...
-    component = (component / np.bincount(pieces.ravel(), minlength=n + 1)[1:]).round().astype(np.int64)  # ... mean
+    at = np.flatnonzero(pieces)
+    piece_of = pieces.ravel()[at]
+    component = np.bincount(piece_of, weights=labels.ravel()[at], minlength=n + 1)[1:]  # summed over a piece ...
+    component = (component / np.bincount(piece_of, minlength=n + 1)[1:]).round().astype(np.int64)  # ... mean
     per_component = np.bincount(component, minlength=int(labels.max()) + 1)
     boxes = ndimage.find_objects(labels)
+    small = []
     for lab in which:
         box = boxes[lab - 1]
         if box is None or per_component[lab] == 1:
             continue
         grown = tuple(slice(max(b.start - 2, 0), b.stop + 2) for b in box)
         comp = labels[grown] == lab
-        for axis in range(3):
-            shifted = comp.copy()
-            sl = [slice(None)] * 3
-            sl[axis] = slice(1, None)
-            src = [slice(None)] * 3
-            src[axis] = slice(None, -1)
-            shifted[tuple(sl)] |= comp[tuple(src)]
-            again = skeletonize(shifted).astype(bool) & comp
-            if _skeleton_pieces(again) == 1:
-                region = skel[grown]
-                region[comp] = again[comp]
-                break
+        if max(comp.shape) <= SMALL_REPAIR:
+            small.append((comp, grown))
+        else:
+            _repair_one(skel, comp, grown)
+    _repair_many(skel, small)
     return skel
 
 
