@@ -22,7 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from segvol.tree.measure import Chains
 
 __all__ = ["centreline_metrics", "CENTRELINE_METRICS", "COVER_TOL_MM", "END_TOL_MM"]
 
@@ -49,6 +54,29 @@ def _is_chain(graph, node_ids: list[int], edge_ids: list[int]) -> bool:  # noqa:
     return e.u != e.v and graph.nodes[e.u].kind == "end" and graph.nodes[e.v].kind == "end"
 
 
+def _chain_parts(chains: Chains, spacing: np.ndarray
+                 ) -> list[tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]], float]]:
+    """(ends, [(voxels, radii, weights)], length) of each chain, with the arithmetic of :func:`_weights` and of
+    the segment length (a running sum along each chain), over all chains at once."""
+    pts, bounds = chains.points_mm, chains.bounds
+    steps = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+    count = np.diff(bounds) - 1  # steps per chain
+    lengths = np.zeros(len(count))
+    for m in np.unique(count).tolist():
+        which = np.flatnonzero(count == m)
+        lengths[which] = np.cumsum(steps[bounds[which][:, None] + np.arange(m)], axis=1)[:, -1]
+    half = steps / 2
+    half[bounds[1:-1] - 1] = 0.0  # no step from one chain to the next
+    weights = np.zeros(len(pts))
+    weights[:-1] += half
+    weights[1:] += half
+    ends = np.stack([pts[bounds[:-1]], pts[bounds[1:] - 1]], axis=1) / spacing
+    cut = bounds[1:-1]
+    return [([e[0], e[1]], [(v, r, w)], float(length)) for e, v, r, w, length in
+            zip(ends, np.split(chains.voxels, cut), np.split(chains.radii_mm, cut), np.split(weights, cut),
+                lengths.tolist())]
+
+
 class _Traced:
     """Centreline samples (voxel indices, radius, length weight) and free ends of one mask.
 
@@ -65,7 +93,7 @@ class _Traced:
         traced = trace_mask(mask, np.diag([*spacing, 1.0]), TreeSettings(max_trees=None, min_tree_mm3=0.0))
         graph = traced.graph
         per_tree: list[tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]], float] | None] = \
-            [None] * len(traced.tree_labels)  # (ends, [(voxels, radii, points_mm) per segment], length)
+            [None] * len(traced.tree_labels)  # (ends, [(voxels, radii, weights) per segment], length)
         chains: list[tuple[int, int]] = []  # (rank, edge)
         for rank, lab in enumerate(traced.tree_labels):
             node_ids, edge_ids = traced.parts.get(lab, ([], []))
@@ -77,18 +105,18 @@ class _Traced:
             nodes, segments, root = measure_graph(graph, node_ids, edge_ids, traced.geo, traced.result.settings)
             _renumber(nodes, segments, root)
             per_tree[rank] = ([n.point_mm / spacing for n in nodes if n.kind in ("root", "end")],
-                              [(s.voxels, s.radii_mm, s.points_mm) for s in segments],
+                              [(s.voxels, s.radii_mm, _weights(s.points_mm)) for s in segments],
                               float(sum(s.length_mm for s in segments)))
-        measured = measure_chains(graph, [k for _, k in chains], traced.geo) if chains else []
-        for (rank, _), (vox, pts, radii) in zip(chains, measured):
-            steps = np.linalg.norm(np.diff(pts, axis=0), axis=1)
-            per_tree[rank] = ([pts[0] / spacing, pts[-1] / spacing], [(vox, radii, pts)], float(np.cumsum(steps)[-1]))
+        if chains:
+            for (rank, _), part in zip(chains, _chain_parts(measure_chains(graph, [k for _, k in chains], traced.geo),
+                                                          spacing)):
+                per_tree[rank] = part
         done = [t for t in per_tree if t is not None]
         segs = [seg for t in done for seg in t[1]]
         self.length = float(sum(t[2] for t in done))
         self.voxels = np.concatenate([v for v, _, _ in segs]) if segs else np.zeros((0, 3), np.int64)
         self.radii = np.concatenate([r for _, r, _ in segs]) if segs else np.zeros(0)
-        self.weights = np.concatenate([_weights(p) for _, _, p in segs]) if segs else np.zeros(0)
+        self.weights = np.concatenate([w for _, _, w in segs]) if segs else np.zeros(0)
         ends = [e for t in done for e in t[0]]
         self.ends = np.array(ends, dtype=np.float64).reshape(-1, 3)  # voxel coordinates (tips need not be voxels)
 

@@ -32,7 +32,8 @@ import numpy as np
 
 from segvol.tree.skeleton import VoxelGraph
 
-__all__ = ["TreeSettings", "Node", "Segment", "Tree", "Piece", "measure_graph", "measure_chains", "SMOOTH_HALF_WINDOW"]
+__all__ = ["TreeSettings", "Node", "Segment", "Tree", "Piece", "measure_graph", "measure_chains", "Chains",
+           "SMOOTH_HALF_WINDOW"]
 
 SMOOTH_HALF_WINDOW = 2  # moving average over 2 * 2 + 1 voxels
 TIP_FACTOR = 1.5  # samples within this many radii of a free end lie in its rounded tip
@@ -378,25 +379,81 @@ def _root_first(graph: VoxelGraph, edge_ids: list[int], geo: _Geometry) -> list[
     return [(e.v, e.u, e.path[::-1]) if f else (e.u, e.v, e.path) for e, f in zip(edges, flip.tolist())]
 
 
-def measure_chains(graph: VoxelGraph, edge_ids: list[int], geo: _Geometry
-                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(voxels, points_mm, radii_mm) of the one segment of trees that are a single edge between two free ends,
-    exactly as :func:`measure_graph` measures it (root end first, polyline extended to the surface at both ends),
-    for many such trees at once: speckle is mostly trees of this kind."""
-    vox, pts = [], []
-    for start, end, path in _root_first(graph, edge_ids, geo):
-        v = graph.pixels.coords[path] + geo.offset
-        p = _to_mm(v, geo.affine)
-        p[0], p[-1] = _node_point(graph, start, geo), _node_point(graph, end, geo)
-        vox.append((path, v))
-        pts.append(_smooth(p))
-    if not pts:
-        return []
-    first = _surfaces(np.array([p[0] for p in pts]), np.array([p[0] - p[min(4, len(p) - 1)] for p in pts]), geo)
-    pts = [np.concatenate([f[None], p]) for f, p in zip(first, pts)]
-    last = _surfaces(np.array([p[-1] for p in pts]), np.array([p[-1] - p[max(-5, -len(p))] for p in pts]), geo)
-    out = []
-    for (path, v), p, e in zip(vox, pts, last):
-        out.append((np.concatenate([v[:1], v, v[-1:]]), np.concatenate([p, e[None]]),
-                    geo.radius[[path[0], *path, path[-1]]]))
+@dataclass
+class Chains:
+    """The segments of :func:`measure_chains`, end to end: chain ``i`` is ``[bounds[i], bounds[i + 1])``."""
+
+    voxels: np.ndarray  # (n, 3) int voxel indices in the input grid, root side first
+    points_mm: np.ndarray  # (n, 3) smoothed polylines, extended to the surface at both ends
+    radii_mm: np.ndarray  # (n,)
+    bounds: np.ndarray  # (chains + 1,)
+
+
+def _smooth_many(points: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """:func:`_smooth` of each run ``points[first[i]:last[i] + 1]``: one convolution over the runs laid end to end,
+    each padded as :func:`_smooth` pads it (an output is the same dot product of the same five samples); the
+    outputs across two runs are not used."""
+    out = points.copy()
+    n = last - first + 1
+    runs = np.flatnonzero(n >= 3)
+    if runs.size == 0:
+        return out
+    h = SMOOTH_HALF_WINDOW
+    size = n[runs] + 2 * h
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    run_of = np.repeat(np.arange(runs.size), size)
+    local = np.arange(int(size.sum())) - start[run_of]
+    source = first[runs][run_of] + np.clip(local - h, 0, n[runs][run_of] - 1)
+    padded = points[source]
+    kernel = np.ones(2 * h + 1) / (2 * h + 1)
+    smooth = np.stack([np.convolve(padded[:, d], kernel, mode="valid") for d in range(3)], axis=1)
+    inner = np.repeat(np.arange(runs.size), n[runs])
+    offset = np.arange(int(n[runs].sum())) - np.concatenate([[0], np.cumsum(n[runs])[:-1]])[inner]
+    out[first[runs][inner] + offset] = smooth[start[inner] + offset]
+    out[first] = points[first]
+    out[last] = points[last]
     return out
+
+
+def measure_chains(graph: VoxelGraph, edge_ids: list[int], geo: _Geometry) -> Chains:
+    """The one segment of each tree that is a single edge between two free ends, exactly as :func:`measure_graph`
+    measures it (from the end it picks as the root; the polyline smoothed and extended to the surface at both
+    ends), for many such trees at once: speckle is mostly trees of this kind. The polylines are worked out as
+    arrays when the affine's 3x3 part is diagonal (then its matrix product is the same multiplication per axis),
+    else one by one."""
+    oriented = _root_first(graph, edge_ids, geo)
+    lin = geo.affine[:3, :3]
+    if not oriented or np.count_nonzero(lin - np.diag(np.diag(lin))):
+        segs = [_segment(graph, k, start, end, geo) for (start, end, _), k in zip(oriented, edge_ids)]
+        return Chains(np.concatenate([s.voxels for s in segs] or [np.zeros((0, 3), np.int64)]),
+                      np.concatenate([s.points_mm for s in segs] or [np.zeros((0, 3))]),
+                      np.concatenate([s.radii_mm for s in segs] or [np.zeros(0)]),
+                      np.cumsum([0] + [len(s.voxels) for s in segs]))
+    n = np.array([len(path) for _, _, path in oriented])
+    flat = np.fromiter((q for _, _, path in oriented for q in path), np.int64, count=int(n.sum()))
+    first = np.concatenate([[0], np.cumsum(n)[:-1]])
+    last = first + n - 1
+    vox = graph.pixels.coords[flat] + geo.offset
+    scale, shift = np.diag(lin), geo.affine[:3, 3]
+    pts = vox * scale + shift  # _to_mm
+    for ends, at in (([s for s, _, _ in oriented], first), ([e for _, e, _ in oriented], last)):
+        pixels = [graph.nodes[k].pixels for k in ends]
+        single = np.array([len(p) == 1 for p in pixels])
+        pts[at[single]] = (graph.pixels.coords[[p[0] for p, one in zip(pixels, single) if one]] + geo.offset) * scale \
+            + shift
+        for i in np.flatnonzero(~single).tolist():
+            pts[at[i]] = _node_point(graph, ends[i], geo)
+    pts = _smooth_many(pts, first, last)
+    head = _surfaces(pts[first], pts[first] - pts[first + np.minimum(4, n - 1)], geo)
+    behind = np.where((n >= 5)[:, None], pts[np.maximum(last - 4, 0)], head)
+    tail = _surfaces(pts[last], pts[last] - behind, geo)
+    # each chain: its first voxel twice, the chain, its last voxel twice; the polyline from ``head`` to ``tail``
+    size = n + 2
+    bounds = np.concatenate([[0], np.cumsum(size)])
+    chain_of = np.repeat(np.arange(len(n)), size)
+    local = np.arange(int(size.sum())) - bounds[:-1][chain_of]
+    source = first[chain_of] + np.clip(local - 1, 0, n[chain_of] - 1)
+    points = pts[source]
+    points[bounds[:-1]] = head
+    points[bounds[1:] - 1] = tail
+    return Chains(vox[source], points, geo.radius[flat[source]], bounds)

@@ -1,0 +1,90 @@
+"""The bulk paths for speckle give exactly what measuring every piece on its own gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.morphology import skeletonize
+
+from segvol.data.phantoms.noise import speckled
+from segvol.evaluation.centreline import _Traced
+from segvol.tree import TreeSettings, analyse_mask
+from segvol.tree.core import _edt_at
+from segvol.tree.skeleton import _repair_one, fill_holes, repair_skeleton
+from tests.tree.tubes import capsule_mask, grid_affine
+
+
+def _per_tree(mask: np.ndarray, spacing: np.ndarray) -> dict[str, np.ndarray]:
+    """Centreline samples, free ends and length from every tree of :func:`analyse_mask`, one after the other (what
+    the centreline metrics did before measuring speckle in bulk)."""
+    result = analyse_mask(mask, np.diag([*spacing, 1.0]), TreeSettings(max_trees=None, min_tree_mm3=0.0))
+    voxels, radii, weights, ends = [], [], [], []
+    for tree in result.trees:
+        ends += [n.point_mm / spacing for n in tree.nodes if n.kind in ("root", "end")]
+        for seg in tree.segments:
+            steps = np.linalg.norm(np.diff(seg.points_mm, axis=0), axis=1)
+            w = np.zeros(len(seg.points_mm))
+            w[:-1] += steps / 2
+            w[1:] += steps / 2
+            voxels.append(seg.voxels)
+            radii.append(seg.radii_mm)
+            weights.append(w)
+    return {"voxels": np.concatenate(voxels), "radii": np.concatenate(radii), "weights": np.concatenate(weights),
+            "ends": np.array(ends).reshape(-1, 3), "length": np.array(sum(t.length_mm for t in result.trees)),
+            "trees": np.array(len(result.trees))}
+
+
+@pytest.mark.parametrize(("spacing", "fraction", "seed"), [((0.5, 0.5, 0.5), 0.03, 1), ((0.4, 0.35, 0.6), 0.05, 2)])
+def test_centreline_samples_of_speckle_equal_measuring_each_piece(spacing, fraction, seed):
+    step = np.asarray(spacing)
+    aff = grid_affine(spacing)
+    tree = capsule_mask((60, 40, 70), aff, [((12, 8, 3), (12, 8, 16), 2.0), ((12, 8, 16), (4, 8, 30), 1.5),
+                                            ((12, 8, 16), (20, 8, 30), 1.5)])
+    mask = speckled(np.roll(tree, 2, axis=2), fraction=fraction, seed=seed)  # the tree touches the volume border
+    old = _per_tree(mask, step)
+    new = _Traced(mask, step)
+    assert tree.any() and old["trees"] > 200 and len(new.ends) > 200  # hundreds of pieces, most of them chains
+    for name in ("voxels", "radii", "weights", "ends"):
+        assert np.array_equal(getattr(new, name), old[name]), name
+    assert new.length == old["length"]
+
+
+def test_components_rethinned_together_equal_one_by_one():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((60, 50, 40), np.int32)
+    shapes = [np.ones((2, 2, 2), bool), np.ones((2, 2, 5), bool), np.ones((4, 4, 4), bool),
+              np.array([[[1, 1], [1, 0]]], bool), np.ones((1, 2, 3), bool), np.ones((6, 2, 2), bool)]
+    lab = 0
+    for x in range(2, 54, 8):
+        for y in range(2, 44, 8):
+            for z in range(2, 34, 8):
+                lab += 1
+                s = shapes[rng.integers(len(shapes))]
+                labels[x:x + s.shape[0], y:y + s.shape[1], z:z + s.shape[2]][s] = lab
+    skel = skeletonize(labels > 0).astype(bool)
+    which = list(range(1, lab + 1))
+    boxes = ndimage.find_objects(labels)
+    alone = skel.copy()
+    vanished = 0
+    for k in which:
+        comp_skel = skel[boxes[k - 1]] & (labels[boxes[k - 1]] == k)
+        if ndimage.label(comp_skel, np.ones((3, 3, 3)))[1] == 1:
+            continue
+        vanished += 1
+        grown = tuple(slice(max(b.start - 2, 0), b.stop + 2) for b in boxes[k - 1])
+        _repair_one(alone, labels[grown] == k, grown)
+    together = repair_skeleton(skel.copy(), labels, which)
+    assert vanished > 20 and not np.array_equal(together, skel)  # there was something to repair
+    assert np.array_equal(together, alone)
+
+
+def test_fill_holes_and_distances_equal_scipy():
+    rng = np.random.default_rng(3)
+    for spacing in ((0.5, 0.5, 0.5), (0.33, 0.33, 0.41), (0.7, 0.31, 1.3)):
+        mask = ndimage.gaussian_filter(rng.random((40, 30, 24)), 1.0) > 0.48
+        filled = ndimage.binary_fill_holes(mask)
+        assert (filled & ~mask).any() and np.array_equal(fill_holes(mask), filled)
+        at = np.argwhere(mask)
+        expected = ndimage.distance_transform_edt(mask, sampling=spacing)[tuple(at.T)]
+        assert np.array_equal(_edt_at(mask, at, np.asarray(spacing)), expected)
