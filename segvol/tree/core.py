@@ -26,6 +26,7 @@ __all__ = ["TreeAnalysis", "TracedGraph", "analyse_mask", "trace_mask", "spacing
 
 log = logging.getLogger(__name__)
 SIDE_MARGIN_MM = 10.0
+WINDOW_MARGIN = 2  # voxels around each speckle blob's centreline for its distance transform
 
 
 @dataclass
@@ -161,6 +162,59 @@ def _distance_at(mask: np.ndarray, box: tuple[slice, ...], coords: np.ndarray, s
     return _edt_at(mask, coords, spacing)
 
 
+def _window_rows(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the window, row within it) for windows ``[lo, hi)`` along one axis, laid end to end."""
+    n = hi - lo
+    window = np.repeat(np.arange(len(n)), n)
+    return window, np.arange(int(n.sum())) - np.concatenate([[0], np.cumsum(n)[:-1]])[window]
+
+
+def _distance_in_windows(mask: np.ndarray, coords: np.ndarray, group: np.ndarray, spacing: np.ndarray,
+                         margin: int = WINDOW_MARGIN) -> np.ndarray:
+    """:func:`_distance_at` of ``coords`` that lie in many small clusters (``group``: the component of each; the
+    speckle of a noisy mask): each cluster's box grown by ``margin``, the boxes of one cross-section stacked along
+    the first axis and transformed together. A distance smaller than the room to its box's faces (including those
+    towards its neighbours in the stack) is exact; the others are computed again in one box around them."""
+    shape = np.array(mask.shape)
+    if len(coords) == 0:
+        return np.zeros(0)
+    order = np.argsort(group, kind="stable")
+    cuts = np.flatnonzero(np.diff(group[order])) + 1
+    starts = np.concatenate([[0], cuts])
+    lo = np.maximum(np.minimum.reduceat(coords[order], starts) - margin, 0)
+    hi = np.minimum(np.maximum.reduceat(coords[order], starts) + 1 + margin, shape)
+    box_of = np.empty(len(coords), np.int64)
+    box_of[order] = np.repeat(np.arange(len(starts)), np.diff(np.concatenate([starts, [len(coords)]])))
+    dist = np.full(len(coords), np.nan)
+    section = (hi - lo)[:, 1:]
+    keys, which = np.unique(section, axis=0, return_inverse=True)
+    for g, (ny, nz) in enumerate(keys.tolist()):
+        boxes = np.flatnonzero(which.ravel() == g)
+        window, row = _window_rows(lo[boxes, 0], hi[boxes, 0])
+        packed = mask[(lo[boxes, 0][window] + row)[:, None, None],
+                      (lo[boxes, 1][window][:, None] + np.arange(ny))[:, :, None],
+                      (lo[boxes, 2][window][:, None] + np.arange(nz))[:, None, :]]
+        first_row = np.concatenate([[0], np.cumsum(hi[boxes, 0] - lo[boxes, 0])[:-1]])
+        slot = np.full(len(lo), -1)
+        slot[boxes] = np.arange(len(boxes))
+        mine = np.flatnonzero(slot[box_of] >= 0)
+        b = box_of[mine]
+        rel = coords[mine] - lo[b]
+        at = rel + np.column_stack([first_row[slot[b]], np.zeros((len(b), 2), np.int64)])
+        d = _edt_at(packed, at, spacing)
+        room = np.minimum((rel[:, 0] + 1) * spacing[0], (hi[b, 0] - coords[mine, 0]) * spacing[0])
+        for ax in (1, 2):
+            room = np.where(lo[b, ax] > 0, np.minimum(room, (rel[:, ax] + 1) * spacing[ax]), room)
+            room = np.where(hi[b, ax] < shape[ax], np.minimum(room, (hi[b, ax] - coords[mine, ax]) * spacing[ax]), room)
+        dist[mine] = np.where(d < room, d, np.nan)
+    again = np.flatnonzero(np.isnan(dist))
+    if again.size:
+        box = tuple(slice(max(int(a) - 8, 0), min(int(z) + 9, int(n)))
+                    for a, z, n in zip(coords[again].min(axis=0), coords[again].max(axis=0), shape))
+        dist[again] = _distance_at(mask, box, coords[again], spacing)
+    return dist
+
+
 @dataclass
 class TracedGraph:
     """A mask's pruned centreline graph split by tree component, before the trees are measured
@@ -216,11 +270,14 @@ def trace_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | No
     sub = Work(work.mask[box], work.offset + lo,
                tuple(slice(max(w.start - b.start, 0), max(min(w.stop, b.stop) - b.start, 0))
                      for w, b in zip(work.inside, box)))
-    thin = skeleton_of(sub, inside_only=False) & np.isin(labels[box], tree_labels)
+    is_tree = np.zeros(n + 1, bool)
+    is_tree[tree_labels] = True
+    thin = skeleton_of(sub, inside_only=False) & is_tree[labels[box]]
     pg = pixel_graph(keep_inside(repair_skeleton(thin, labels[box], tree_labels), sub))
     pg.coords += lo  # work indices from here on
     min_step = float(spacing.min())
-    radius = radius_from_edt(_distance_at(work.mask, box, pg.coords, spacing), min_step)
+    radius = radius_from_edt(_distance_in_windows(work.mask, pg.coords, labels[tuple(pg.coords.T)], spacing),
+                             min_step)
     traced.graph = trace_graph(pg)
     result.spurs_removed = prune_spurs(traced.graph, radius, spacing, settings.spur_factor)
     traced.geo = _Geometry(affine, work.offset, radius, min_step, work)
