@@ -10,7 +10,7 @@ from skimage.morphology import skeletonize
 from segvol.data.phantoms.noise import speckled
 from segvol.evaluation.centreline import _Traced
 from segvol.tree import TreeSettings, analyse_mask
-from segvol.tree.core import _edt_at
+from segvol.tree.core import _distance_in_windows, _edt_at
 from segvol.tree.skeleton import _repair_one, fill_holes, repair_skeleton
 from tests.tree.tubes import capsule_mask, grid_affine
 
@@ -88,3 +88,15 @@ def test_fill_holes_and_distances_equal_scipy():
         at = np.argwhere(mask)
         expected = ndimage.distance_transform_edt(mask, sampling=spacing)[tuple(at.T)]
         assert np.array_equal(_edt_at(mask, at, np.asarray(spacing)), expected)
+
+
+@pytest.mark.parametrize("margin", [0, 2])
+def test_distances_in_stacked_boxes_equal_the_whole_transform(margin):
+    spacing = np.array([0.33, 0.33, 0.41])
+    tube = capsule_mask((50, 40, 60), grid_affine(tuple(spacing)), [((8, 6, 0), (8, 6, 20), 2.5)])  # cut by a face
+    mask = speckled(tube, fraction=0.04, seed=5)
+    labels, _ = ndimage.label(mask, np.ones((3, 3, 3)))
+    at = np.argwhere(skeletonize(mask))
+    expected = ndimage.distance_transform_edt(mask, sampling=spacing)[tuple(at.T)]
+    assert tube.any() and len(np.unique(labels[tuple(at.T)])) > 100 and expected.max() > 4 * spacing.min()
+    assert np.array_equal(_distance_in_windows(mask, at, labels[tuple(at.T)], spacing, margin), expected)
