@@ -365,18 +365,29 @@ def _surfaces(points: np.ndarray, directions: np.ndarray, geo: _Geometry) -> np.
     return out
 
 
-def _root_first(graph: VoxelGraph, edge_ids: list[int], geo: _Geometry) -> list[tuple[int, int, list[int]]]:
-    """(start node, end node, path from start) of each edge, started at the end :func:`_choose_root` picks as the
-    root of its one-edge tree: the far end only when its first (up to five) voxels have the larger median radius."""
+def _root_first(graph: VoxelGraph, edge_ids: list[int], geo: _Geometry
+                ) -> tuple[list[int], list[int], np.ndarray, np.ndarray]:
+    """Start nodes, end nodes, the pixels of all edges laid end to end from their starts, and each edge's pixel
+    count: an edge starts at the end :func:`_choose_root` picks as the root of its one-edge tree, the far end only
+    when its first (up to five) voxels have the larger median radius."""
     edges = [graph.edges[k] for k in edge_ids]
+    n = np.array([len(e.path) for e in edges], dtype=np.int64)
+    flat = np.fromiter((q for e in edges for q in e.path), np.int64, count=int(n.sum()))
+    first = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
+    radius = geo.radius[flat]
     flip = np.zeros(len(edges), bool)
-    heads = np.array([min(len(e.path), 5) for e in edges])
+    heads = np.minimum(n, 5)
     for m in np.unique(heads).tolist():
         which = np.flatnonzero(heads == m)
-        near = np.median(geo.radius[[edges[i].path[:m] for i in which]], axis=1)
-        far = np.median(geo.radius[[edges[i].path[::-1][:m] for i in which]], axis=1)
+        near = np.median(radius[first[which][:, None] + np.arange(m)], axis=1)
+        far = np.median(radius[(first[which] + n[which] - 1)[:, None] - np.arange(m)], axis=1)
         flip[which] = far > near
-    return [(e.v, e.u, e.path[::-1]) if f else (e.u, e.v, e.path) for e, f in zip(edges, flip.tolist())]
+    edge_of = np.repeat(np.arange(len(edges)), n)
+    step = np.arange(len(flat)) - first[edge_of]
+    flat = flat[np.where(flip[edge_of], first[edge_of] + n[edge_of] - 1 - step, first[edge_of] + step)]
+    starts = [e.v if f else e.u for e, f in zip(edges, flip.tolist())]
+    ends = [e.u if f else e.v for e, f in zip(edges, flip.tolist())]
+    return starts, ends, flat, n
 
 
 @dataclass
@@ -421,28 +432,26 @@ def measure_chains(graph: VoxelGraph, edge_ids: list[int], geo: _Geometry) -> Ch
     ends), for many such trees at once: speckle is mostly trees of this kind. The polylines are worked out as
     arrays when the affine's 3x3 part is diagonal (then its matrix product is the same multiplication per axis),
     else one by one."""
-    oriented = _root_first(graph, edge_ids, geo)
+    starts, ends, flat, n = _root_first(graph, edge_ids, geo)
     lin = geo.affine[:3, :3]
-    if not oriented or np.count_nonzero(lin - np.diag(np.diag(lin))):
-        segs = [_segment(graph, k, start, end, geo) for (start, end, _), k in zip(oriented, edge_ids)]
+    if not edge_ids or np.count_nonzero(lin - np.diag(np.diag(lin))):
+        segs = [_segment(graph, k, start, end, geo) for start, end, k in zip(starts, ends, edge_ids)]
         return Chains(np.concatenate([s.voxels for s in segs] or [np.zeros((0, 3), np.int64)]),
                       np.concatenate([s.points_mm for s in segs] or [np.zeros((0, 3))]),
                       np.concatenate([s.radii_mm for s in segs] or [np.zeros(0)]),
                       np.cumsum([0] + [len(s.voxels) for s in segs]))
-    n = np.array([len(path) for _, _, path in oriented])
-    flat = np.fromiter((q for _, _, path in oriented for q in path), np.int64, count=int(n.sum()))
     first = np.concatenate([[0], np.cumsum(n)[:-1]])
     last = first + n - 1
     vox = graph.pixels.coords[flat] + geo.offset
     scale, shift = np.diag(lin), geo.affine[:3, 3]
     pts = vox * scale + shift  # _to_mm
-    for ends, at in (([s for s, _, _ in oriented], first), ([e for _, e, _ in oriented], last)):
-        pixels = [graph.nodes[k].pixels for k in ends]
+    for nodes, at in ((starts, first), (ends, last)):
+        pixels = [graph.nodes[k].pixels for k in nodes]
         single = np.array([len(p) == 1 for p in pixels])
         pts[at[single]] = (graph.pixels.coords[[p[0] for p, one in zip(pixels, single) if one]] + geo.offset) * scale \
             + shift
         for i in np.flatnonzero(~single).tolist():
-            pts[at[i]] = _node_point(graph, ends[i], geo)
+            pts[at[i]] = _node_point(graph, nodes[i], geo)
     pts = _smooth_many(pts, first, last)
     head = _surfaces(pts[first], pts[first] - pts[first + np.minimum(4, n - 1)], geo)
     behind = np.where((n >= 5)[:, None], pts[np.maximum(last - 4, 0)], head)

@@ -209,7 +209,7 @@ def pixel_graph(skel: np.ndarray) -> PixelGraph:
     """26-neighbour graph of the skeleton voxels (see the module doc for the dropped diagonals)."""
     coords = np.argwhere(skel)
     n = len(coords)
-    index = np.full(skel.shape, -1, dtype=np.int64)
+    index = np.full(skel.shape, -1, dtype=np.int32 if n < 2**31 else np.int64)  # a full-grid lookup: keep it small
     index[tuple(coords.T)] = np.arange(n)
     shape = np.array(skel.shape)
     links: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []

@@ -100,3 +100,26 @@ def test_distances_in_stacked_boxes_equal_the_whole_transform(margin):
     expected = ndimage.distance_transform_edt(mask, sampling=spacing)[tuple(at.T)]
     assert tube.any() and len(np.unique(labels[tuple(at.T)])) > 100 and expected.max() > 4 * spacing.min()
     assert np.array_equal(_distance_in_windows(mask, at, labels[tuple(at.T)], spacing, margin), expected)
+
+
+@pytest.mark.parametrize("rotated", [False, True])
+def test_chains_measured_together_equal_measure_graph(rotated):
+    from segvol.evaluation.centreline import _is_chain
+    from segvol.tree.core import trace_mask
+    from segvol.tree.measure import measure_chains, measure_graph
+
+    affine = grid_affine((0.4, 0.4, 0.5), flip=(True, False, False))
+    if rotated:  # a 3x3 part that is not diagonal: measured one by one
+        c, s = np.cos(0.3), np.sin(0.3)
+        affine = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]) @ affine
+    mask = speckled(np.zeros((40, 40, 30), bool), fraction=0.04, seed=6)
+    traced = trace_mask(mask, affine, TreeSettings(max_trees=None, min_tree_mm3=0.0))
+    chains = [(lab, traced.parts[lab][1][0]) for lab in traced.tree_labels if lab in traced.parts
+              and _is_chain(traced.graph, *traced.parts[lab])]
+    got = measure_chains(traced.graph, [k for _, k in chains], traced.geo)
+    assert len(chains) > 50
+    for i, (lab, _) in enumerate(chains):
+        _, (seg,), _ = measure_graph(traced.graph, *traced.parts[lab], traced.geo, traced.result.settings)
+        part = slice(got.bounds[i], got.bounds[i + 1])
+        assert np.array_equal(got.voxels[part], seg.voxels) and np.array_equal(got.radii_mm[part], seg.radii_mm)
+        assert np.array_equal(got.points_mm[part], seg.points_mm)
