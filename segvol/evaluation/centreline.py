@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from segvol.tree.core import TracedGraph
     from segvol.tree.measure import Chains
+    from segvol.tree.skeleton import VoxelGraph
 
 __all__ = ["centreline_metrics", "CENTRELINE_METRICS", "COVER_TOL_MM", "END_TOL_MM"]
 
@@ -35,6 +36,9 @@ CENTRELINE_METRICS = ("cl_cover_ref", "cl_cover_pred", "branches_ref", "branches
                       "tree_length_ref_mm", "tree_length_pred_mm", "tree_length_err_pct")
 COVER_TOL_MM = 1.0
 END_TOL_MM = 3.0
+
+
+_Part = tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]], float]  # ends, segments, length
 
 
 def _weights(points_mm: np.ndarray) -> np.ndarray:
@@ -46,7 +50,7 @@ def _weights(points_mm: np.ndarray) -> np.ndarray:
     return w
 
 
-def _is_chain(graph, node_ids: list[int], edge_ids: list[int]) -> bool:  # noqa: ANN001
+def _is_chain(graph: VoxelGraph, node_ids: list[int], edge_ids: list[int]) -> bool:
     """A tree that is one edge between two free ends (most of a speckled mask's pieces)."""
     if len(edge_ids) != 1 or len(node_ids) != 2:
         return False
@@ -54,8 +58,7 @@ def _is_chain(graph, node_ids: list[int], edge_ids: list[int]) -> bool:  # noqa:
     return e.u != e.v and graph.nodes[e.u].kind == "end" and graph.nodes[e.v].kind == "end"
 
 
-def _chain_parts(chains: Chains, spacing: np.ndarray
-                 ) -> list[tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]], float]]:
+def _chain_parts(chains: Chains, spacing: np.ndarray) -> list[_Part]:
     """(ends, [(voxels, radii, weights)], length) of each chain, with the arithmetic of :func:`_weights` and of
     the segment length (a running sum along each chain), over all chains at once."""
     pts, bounds = chains.points_mm, chains.bounds
@@ -77,6 +80,36 @@ def _chain_parts(chains: Chains, spacing: np.ndarray
                 lengths.tolist())]
 
 
+def _measure_trees(traced: TracedGraph, spacing: np.ndarray) -> list[_Part | None]:
+    """(free ends, [(voxels, radii, weights) per segment], length) of every tree, in the analysis' order; None for a
+    tree without an edge (a lone voxel: no centreline, no free end)."""
+    from segvol.tree.core import _renumber
+    from segvol.tree.measure import measure_chains, measure_graph
+
+    graph, geo = traced.graph, traced.geo
+    per_tree: list[_Part | None] = [None] * len(traced.tree_labels)
+    if graph is None or geo is None:
+        return per_tree
+    chains: list[tuple[int, int]] = []  # (rank, edge)
+    for rank, lab in enumerate(traced.tree_labels):
+        node_ids, edge_ids = traced.parts.get(lab, ([], []))
+        if not edge_ids:
+            continue
+        if _is_chain(graph, node_ids, edge_ids):
+            chains.append((rank, edge_ids[0]))
+            continue
+        nodes, segments, root = measure_graph(graph, node_ids, edge_ids, geo, traced.result.settings)
+        _renumber(nodes, segments, root)
+        per_tree[rank] = ([n.point_mm / spacing for n in nodes if n.kind in ("root", "end")],
+                          [(s.voxels, s.radii_mm, _weights(s.points_mm)) for s in segments],
+                          float(sum(s.length_mm for s in segments)))
+    if chains:
+        measured = _chain_parts(measure_chains(graph, [k for _, k in chains], geo), spacing)
+        for (rank, _), part in zip(chains, measured):
+            per_tree[rank] = part
+    return per_tree
+
+
 class _Traced:
     """Centreline samples (voxel indices, radius, length weight) and free ends of one mask.
 
@@ -87,30 +120,10 @@ class _Traced:
 
     def __init__(self, mask: np.ndarray, spacing: np.ndarray) -> None:
         from segvol.tree import TreeSettings
-        from segvol.tree.core import _renumber, trace_mask
-        from segvol.tree.measure import measure_chains, measure_graph
+        from segvol.tree.core import trace_mask
 
         traced = trace_mask(mask, np.diag([*spacing, 1.0]), TreeSettings(max_trees=None, min_tree_mm3=0.0))
-        graph = traced.graph
-        per_tree: list[tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]], float] | None] = \
-            [None] * len(traced.tree_labels)  # (ends, [(voxels, radii, weights) per segment], length)
-        chains: list[tuple[int, int]] = []  # (rank, edge)
-        for rank, lab in enumerate(traced.tree_labels):
-            node_ids, edge_ids = traced.parts.get(lab, ([], []))
-            if not edge_ids:
-                continue
-            if _is_chain(graph, node_ids, edge_ids):
-                chains.append((rank, edge_ids[0]))
-                continue
-            nodes, segments, root = measure_graph(graph, node_ids, edge_ids, traced.geo, traced.result.settings)
-            _renumber(nodes, segments, root)
-            per_tree[rank] = ([n.point_mm / spacing for n in nodes if n.kind in ("root", "end")],
-                              [(s.voxels, s.radii_mm, _weights(s.points_mm)) for s in segments],
-                              float(sum(s.length_mm for s in segments)))
-        if chains:
-            for (rank, _), part in zip(chains, _chain_parts(measure_chains(graph, [k for _, k in chains], traced.geo),
-                                                          spacing)):
-                per_tree[rank] = part
+        per_tree = _measure_trees(traced, spacing)
         done = [t for t in per_tree if t is not None]
         segs = [seg for t in done for seg in t[1]]
         self.length = float(sum(t[2] for t in done))

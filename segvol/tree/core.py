@@ -136,7 +136,7 @@ def _edt_at(mask: np.ndarray, coords: np.ndarray, spacing: np.ndarray) -> np.nda
     """``ndimage.distance_transform_edt(mask, sampling=spacing)[tuple(coords.T)]``, with the same arithmetic, from
     the feature transform alone: the distances are worked out at ``coords`` only, not over the whole array."""
     feature = ndimage.distance_transform_edt(mask, sampling=spacing, return_distances=False, return_indices=True)
-    offsets = (feature[(slice(None), *coords.T)] - coords.T).astype(np.float64)
+    offsets = (feature[(slice(None),) + tuple(coords.T)] - coords.T).astype(np.float64)
     for ax, step in enumerate(np.asarray(spacing, dtype=np.float64)):
         offsets[ax] *= step
     np.multiply(offsets, offsets, offsets)
@@ -232,10 +232,11 @@ class TracedGraph:
     def tree(self, rank: int, nodes: list[Node], segments: list[Segment], root: int | None) -> Tree:
         """The :class:`Tree` of ``tree_labels[rank]`` from its measured nodes and segments."""
         lab = self.tree_labels[rank]
+        centroid = self.centroids[rank] if self.centroids is not None else np.zeros(3)
         voxel_mm3 = float(np.prod(self.result.spacing))
         return Tree(name="", label=rank + 1, voxels=int(self.sizes[lab - 1]),
                     volume_mm3=float(self.sizes[lab - 1]) * voxel_mm3, nodes=nodes, segments=segments, root=root,
-                    centroid_mm=_to_mm(np.add(self.centroids[rank], self.offset), self.result.affine))
+                    centroid_mm=_to_mm(np.add(centroid, self.offset), self.result.affine))
 
 
 def trace_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | None = None) -> TracedGraph:
@@ -299,6 +300,8 @@ def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | 
     """
     traced = trace_mask(mask, affine, settings)
     result = traced.result
+    if traced.graph is None or traced.geo is None:  # no trees
+        return result
     for rank, lab in enumerate(traced.tree_labels):
         node_ids, edge_ids = traced.parts.get(lab, ([], []))
         nodes, segments, root = measure_graph(traced.graph, node_ids, edge_ids, traced.geo, result.settings)
