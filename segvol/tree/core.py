@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from segvol.tree.measure import Node, Piece, Segment, Tree, TreeSettings, _Geometry, _to_mm, measure_graph
+from segvol.tree.measure import (Node, Piece, Segment, Tree, TreeSettings, _Geometry, _to_mm, measure_graph,
+                                 runs_end_to_end)
 from segvol.tree.skeleton import (VoxelGraph, Work, keep_inside, pixel_graph, prepare, prune_spurs,
                                   repair_skeleton, skeleton_of, trace_graph)
 
@@ -162,13 +163,6 @@ def _distance_at(mask: np.ndarray, box: tuple[slice, ...], coords: np.ndarray, s
     return _edt_at(mask, coords, spacing)
 
 
-def _window_rows(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index of the window, row within it) for windows ``[lo, hi)`` along one axis, laid end to end."""
-    n = hi - lo
-    window = np.repeat(np.arange(len(n)), n)
-    return window, np.arange(int(n.sum())) - np.concatenate([[0], np.cumsum(n)[:-1]])[window]
-
-
 def _distance_in_windows(mask: np.ndarray, coords: np.ndarray, group: np.ndarray, spacing: np.ndarray,
                          margin: int = WINDOW_MARGIN) -> np.ndarray:
     """:func:`_distance_at` of ``coords`` that lie in many small clusters (``group``: the component of each; the
@@ -190,11 +184,10 @@ def _distance_in_windows(mask: np.ndarray, coords: np.ndarray, group: np.ndarray
     keys, which = np.unique(section, axis=0, return_inverse=True)
     for g, (ny, nz) in enumerate(keys.tolist()):
         boxes = np.flatnonzero(which.ravel() == g)
-        window, row = _window_rows(lo[boxes, 0], hi[boxes, 0])
+        first_row, window, row = runs_end_to_end(hi[boxes, 0] - lo[boxes, 0])  # the boxes stacked along axis 0
         packed = mask[(lo[boxes, 0][window] + row)[:, None, None],
                       (lo[boxes, 1][window][:, None] + np.arange(ny))[:, :, None],
                       (lo[boxes, 2][window][:, None] + np.arange(nz))[:, None, :]]
-        first_row = np.concatenate([[0], np.cumsum(hi[boxes, 0] - lo[boxes, 0])[:-1]])
         slot = np.full(len(lo), -1)
         slot[boxes] = np.arange(len(boxes))
         mine = np.flatnonzero(slot[box_of] >= 0)

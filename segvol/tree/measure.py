@@ -33,7 +33,7 @@ import numpy as np
 from segvol.tree.skeleton import VoxelGraph
 
 __all__ = ["TreeSettings", "Node", "Segment", "Tree", "Piece", "measure_graph", "measure_chains", "Chains",
-           "SMOOTH_HALF_WINDOW"]
+           "runs_end_to_end", "SMOOTH_HALF_WINDOW"]
 
 SMOOTH_HALF_WINDOW = 2  # moving average over 2 * 2 + 1 voxels
 TIP_FACTOR = 1.5  # samples within this many radii of a free end lie in its rounded tip
@@ -338,6 +338,15 @@ def measure_graph(graph: VoxelGraph, node_ids: list[int], edge_ids: list[int], g
     return nodes, segments, root
 
 
+def runs_end_to_end(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of ``lengths`` elements laid end to end in one array: each run's first index, and for every element
+    its run and its position within the run."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    first = np.cumsum(lengths) - lengths
+    run = np.repeat(np.arange(len(lengths)), lengths)
+    return first, run, np.arange(int(lengths.sum())) - first[run]
+
+
 def _surfaces(points: np.ndarray, directions: np.ndarray, geo: _Geometry) -> np.ndarray:
     """:func:`_to_surface` of many points at once, (n, 3): the walks advance together, with the same arithmetic per
     point. The voxel lookup multiplies by the inverse affine's diagonal, which equals its matrix product exactly
@@ -373,7 +382,7 @@ def _root_first(graph: VoxelGraph, edge_ids: list[int], geo: _Geometry
     edges = [graph.edges[k] for k in edge_ids]
     n = np.array([len(e.path) for e in edges], dtype=np.int64)
     flat = np.fromiter((q for e in edges for q in e.path), np.int64, count=int(n.sum()))
-    first = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
+    first, edge_of, step = runs_end_to_end(n)
     radius = geo.radius[flat]
     flip = np.zeros(len(edges), bool)
     heads = np.minimum(n, 5)
@@ -382,8 +391,6 @@ def _root_first(graph: VoxelGraph, edge_ids: list[int], geo: _Geometry
         near = np.median(radius[first[which][:, None] + np.arange(m)], axis=1)
         far = np.median(radius[(first[which] + n[which] - 1)[:, None] - np.arange(m)], axis=1)
         flip[which] = far > near
-    edge_of = np.repeat(np.arange(len(edges)), n)
-    step = np.arange(len(flat)) - first[edge_of]
     flat = flat[np.where(flip[edge_of], first[edge_of] + n[edge_of] - 1 - step, first[edge_of] + step)]
     starts = [e.v if f else e.u for e, f in zip(edges, flip.tolist())]
     ends = [e.u if f else e.v for e, f in zip(edges, flip.tolist())]
@@ -410,16 +417,12 @@ def _smooth_many(points: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.
     if runs.size == 0:
         return out
     h = SMOOTH_HALF_WINDOW
-    size = n[runs] + 2 * h
-    start = np.concatenate([[0], np.cumsum(size)[:-1]])
-    run_of = np.repeat(np.arange(runs.size), size)
-    local = np.arange(int(size.sum())) - start[run_of]
+    start, run_of, local = runs_end_to_end(n[runs] + 2 * h)
     source = first[runs][run_of] + np.clip(local - h, 0, n[runs][run_of] - 1)
     padded = points[source]
     kernel = np.ones(2 * h + 1) / (2 * h + 1)
     smooth = np.stack([np.convolve(padded[:, d], kernel, mode="valid") for d in range(3)], axis=1)
-    inner = np.repeat(np.arange(runs.size), n[runs])
-    offset = np.arange(int(n[runs].sum())) - np.concatenate([[0], np.cumsum(n[runs])[:-1]])[inner]
+    _, inner, offset = runs_end_to_end(n[runs])
     out[first[runs][inner] + offset] = smooth[start[inner] + offset]
     out[first] = points[first]
     out[last] = points[last]
@@ -440,7 +443,7 @@ def measure_chains(graph: VoxelGraph, edge_ids: list[int], geo: _Geometry) -> Ch
                       np.concatenate([s.points_mm for s in segs] or [np.zeros((0, 3))]),
                       np.concatenate([s.radii_mm for s in segs] or [np.zeros(0)]),
                       np.cumsum([0] + [len(s.voxels) for s in segs]))
-    first = np.concatenate([[0], np.cumsum(n)[:-1]])
+    first = np.cumsum(n) - n
     last = first + n - 1
     vox = graph.pixels.coords[flat] + geo.offset
     scale, shift = np.diag(lin), geo.affine[:3, 3]
@@ -459,8 +462,7 @@ def measure_chains(graph: VoxelGraph, edge_ids: list[int], geo: _Geometry) -> Ch
     # each chain: its first voxel twice, the chain, its last voxel twice; the polyline from ``head`` to ``tail``
     size = n + 2
     bounds = np.concatenate([[0], np.cumsum(size)])
-    chain_of = np.repeat(np.arange(len(n)), size)
-    local = np.arange(int(size.sum())) - bounds[:-1][chain_of]
+    _, chain_of, local = runs_end_to_end(size)
     source = first[chain_of] + np.clip(local - 1, 0, n[chain_of] - 1)
     points = pts[source]
     points[bounds[:-1]] = head
