@@ -25,7 +25,7 @@ def synth(*, dataset: str, out: str | Path, cases: int = 8, size: str = "small",
           overwrite: bool = False, progress: bool = True, dicom: bool = False) -> list[Path]:
     """Write phantom cases of ``dataset`` in its real layout (see :mod:`segvol.data.phantoms`); with ``dicom``
     (CT only) each scan also as a DICOM series folder ``<out>/dicom/<case>/``."""
-    from segvol.data.phantoms import write_phantoms
+    from segvol.data.registry import write_phantoms
     from segvol.data.registry import get_adapter
 
     adapter = get_adapter(dataset)
@@ -38,7 +38,7 @@ def synth(*, dataset: str, out: str | Path, cases: int = 8, size: str = "small",
         from nibabel.spatialimages import SpatialImage
         from tqdm.auto import tqdm
 
-        from segvol.data.dicom import write_series
+        from segvol.io.dicom import write_series
 
         scans = adapter.phantom_scans(Path(out))
         for i, (case, scan) in enumerate(tqdm(scans, desc="dicom", unit="series", disable=not progress)):
@@ -155,7 +155,7 @@ def _resume(run_dir: Path, device: str | None, progress: bool, epochs: int | Non
     from segvol.config import config_from_dict
     from segvol.data.records import apply_split, read_split
     from segvol.data.registry import get_adapter
-    from segvol.training.checkpoint import load_checkpoint
+    from segvol.checkpoint import load_checkpoint
     from segvol.training.trainer import FitResult, fit
     from segvol.utils import pick_device
 
@@ -190,7 +190,7 @@ def export_onnx(*, checkpoint: str | Path | None = None, out: str | Path = "mode
                 models_dir: str | Path = "models", overwrite: bool = False) -> ExportResult:
     """Export a checkpoint (default: the newest run's ``best.pt``) to ONNX and check it under ONNX Runtime."""
     from segvol.inference.export import export_onnx_file
-    from segvol.training.checkpoint import load_checkpoint
+    from segvol.checkpoint import load_checkpoint
     from segvol.utils import check_writable_target
 
     ckpt_path = Path(checkpoint) if checkpoint else newest_run(models_dir)
@@ -203,7 +203,7 @@ def default_output(image: Any, out_dir: str | Path | None = None) -> Path | None
     """``scan.nii.gz`` -> ``scan_seg.nii.gz`` beside the input (or in ``out_dir``); a folder (case folder, DICOM
     series) -> ``<folder>_seg.nii.gz`` beside it; the sequences of one scan are named after the first; an in-memory
     scan -> None (nothing is written)."""
-    from segvol.inference.nifti import is_in_memory
+    from segvol.io.nifti import is_in_memory
     from segvol.inference.outputs import mask_path_for
 
     if _as_array_input(image) is not None or is_in_memory(image):
@@ -241,7 +241,7 @@ def _is_case_folder(folder: Path, modalities: Sequence[str]) -> bool:
 
 
 def _expand_folder(folder: Path, modalities: Sequence[str], is_scan: Any) -> list[Any]:
-    from segvol.data.dicom import is_series_folder
+    from segvol.io.dicom import is_series_folder
 
     if is_series_folder(folder):
         return [folder]  # one DICOM series
@@ -266,7 +266,7 @@ def expand_inputs(inputs: list[Any], modalities: Sequence[str] = ()) -> list[Any
     """
     import glob
 
-    from segvol.inference.nifti import NIFTI_SUFFIXES, is_in_memory
+    from segvol.io.nifti import NIFTI_SUFFIXES, is_in_memory
 
     def is_scan(p: Path) -> bool:
         name = p.name.lower()
@@ -292,7 +292,7 @@ def expand_inputs(inputs: list[Any], modalities: Sequence[str] = ()) -> list[Any
 
 def _input_files(item: Any) -> list[Path]:
     """The files and folders an input reads (for the never-replace-an-input check)."""
-    from segvol.inference.nifti import is_in_memory
+    from segvol.io.nifti import is_in_memory
 
     if _as_array_input(item) is not None or is_in_memory(item):
         return []
@@ -374,7 +374,7 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
 
     from segvol.data.brats import resolve_input
     from segvol.inference.backends import load_model, require_device
-    from segvol.inference.nifti import as_image
+    from segvol.io.nifti import as_image
     from segvol.inference.outputs import OutputPlan
     from segvol.inference.predictor import infer_file
     from segvol.training.distributed import barrier, gather_shards, init_distributed, shard, shutdown

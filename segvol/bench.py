@@ -110,7 +110,7 @@ def _untrained_models(cfg: Config, spec: Any, workdir: Path) -> tuple[Path, Path
     """An untrained checkpoint of the configured network and its ONNX export (speed does not depend on weights)."""
     from segvol import api
     from segvol.networks import build_network, network_args
-    from segvol.training.checkpoint import save_checkpoint
+    from segvol.checkpoint import save_checkpoint
 
     args = network_args(cfg, spec.in_channels, spec.out_channels)
     ckpt = workdir / "bench.pt"
@@ -231,7 +231,7 @@ def tree(label_path: Path, seed: int = 0, noise_shape: tuple[int, int, int] = (2
 
     from segvol.data.phantoms.noise import noise_mask, speckled
     from segvol.evaluation.centreline import centreline_metrics
-    from segvol.evaluation.io import load_mask
+    from segvol.io.masks import load_mask
     from segvol.tree import analyse_mask
     from segvol.tree.core import spacing_of_affine
 

@@ -151,7 +151,7 @@ def write_label_meshes(data: np.ndarray, affine: np.ndarray, out: str | Path, *,
     Returns:
         ``(path, mesh)`` per written file. ``source`` names the mask in messages.
     """
-    from segvol.evaluation.classes import ClassDef, class_defs, class_mask
+    from segvol.labels import ClassDef, class_defs, class_mask
     from segvol.utils import check_writable_target
 
     out = Path(out)
@@ -186,7 +186,7 @@ def write_label_meshes(data: np.ndarray, affine: np.ndarray, out: str | Path, *,
 def mesh_file(seg: str | Path, out: str | Path, *, smooth: int = 0, label: int | None = None,
               labels: str = "multi", overwrite: bool = False) -> list[tuple[Path, Mesh]]:
     """:func:`write_label_meshes` for the mask file ``seg`` (``segvol mesh``)."""
-    from segvol.evaluation.io import load_mask
+    from segvol.io.masks import load_mask
 
     if Path(out).suffix.lower() not in FORMATS:
         raise SegvolError(f"{out}: unknown mesh format; use a .stl or .ply file name")

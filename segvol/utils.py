@@ -10,12 +10,15 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segvol.errors import SegvolError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 __all__ = ["atomic_path", "atomic_dir", "pick_device", "seed_everything", "torch_flags",
-           "check_writable_target"]
+           "check_writable_target", "union_box", "crop_to_union"]
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +163,33 @@ def torch_flags(**cudnn: bool) -> Iterator[None]:
     finally:
         for name, value in saved.items():
             setattr(torch.backends.cudnn, name, value)
+
+
+def union_box(pred: np.ndarray, ref: np.ndarray, margin: int = 2) -> tuple[slice, ...] | None:
+    """The bounding box of ``pred | ref`` plus ``margin`` voxels (clipped at the start), None when both are empty.
+
+    One pass over the full volume (a projection along the last axis); the last axis' extent is then found in the
+    much smaller box of the others.
+    """
+    import numpy as np
+
+    union = pred | ref
+    flat = union.any(axis=-1)
+    if not flat.any():
+        return None
+    box = []
+    for ax in range(flat.ndim):
+        hit = np.flatnonzero(flat.any(axis=tuple(a for a in range(flat.ndim) if a != ax)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    last = np.flatnonzero(union[tuple(box)].any(axis=tuple(range(flat.ndim))))
+    box.append(slice(int(last[0]), int(last[-1]) + 1))
+    return tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in box)
+
+
+def crop_to_union(pred: np.ndarray, ref: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Crop both masks to :func:`union_box` (no overlap or surface metric changes); empty arrays when both masks are
+    empty."""
+    box = union_box(pred, ref, margin)
+    if box is None:
+        return pred[(slice(0, 0),) * pred.ndim], ref[(slice(0, 0),) * ref.ndim]
+    return pred[box], ref[box]

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from segvol import api, cli
 from segvol.config import config_to_dict, load_config
 from segvol.errors import SegvolError
-from segvol.inference import nifti
+from segvol.io import nifti
 from segvol.networks import build_network, network_args
-from segvol.training.checkpoint import load_checkpoint, save_checkpoint
+from segvol.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import REPO, write_nifti
 from tests.data.test_check import CORRUPTIONS, ct_case, make_imagecas, write_big_endian
 
@@ -247,7 +247,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_old_one(tmp_path, untrai
 
 SAVER = """
 import sys, torch
-from segvol.training.checkpoint import save_checkpoint
+from segvol.checkpoint import save_checkpoint
 payload = {"config": {}, "network": {}, "task": {}, "state_dict": {"w": torch.randn(3_000_000)}}
 for epoch in range(10**6):
     save_checkpoint(sys.argv[1], {**payload, "epoch": epoch})

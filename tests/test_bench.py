@@ -48,7 +48,7 @@ def test_bench_inference_only_and_the_plain_monai_reference_writes_a_mask(tmp_pa
     api.synth(dataset="imagecas", out=tmp_path / "d", cases=1, progress=False)
     from segvol.config import config_to_dict
     from segvol.networks import build_network, network_args
-    from segvol.training.checkpoint import save_checkpoint
+    from segvol.checkpoint import save_checkpoint
 
     args = network_args(cfg, 1, 2)
     ckpt = tmp_path / "m.pt"

@@ -113,7 +113,7 @@ def segment_upload(files: list[tuple[str, bytes]], model: ModelChoice, device: s
     import gzip
 
     from segvol import api
-    from segvol.inference.nifti import image_from_bytes
+    from segvol.io.nifti import image_from_bytes
 
     if not files:
         raise SegvolError("no scan uploaded")
@@ -144,7 +144,7 @@ def _order_sequences(named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
 
 def render_slice(image: np.ndarray, mask: np.ndarray, axis: int, index: int, opacity: float) -> np.ndarray:
     """RGB uint8 picture of one slice: the scan in grey (1st-99th percentile window), the mask in red."""
-    from segvol.evaluation.overlays import grey_window, overlay_rgb, slice_of
+    from segvol.viz.overlays import grey_window, overlay_rgb, slice_of
 
     index = int(np.clip(index, 0, image.shape[axis] - 1))
     labels = slice_of(mask, axis, index) > 0
@@ -175,7 +175,7 @@ def dice_score(pred: np.ndarray, ref: np.ndarray) -> float:
 
 def reference_mask(data: tuple[str, bytes], shape: tuple[int, ...]) -> Any:
     """Read an uploaded reference mask in memory and check that it matches the scan's grid."""
-    from segvol.inference.nifti import image_from_bytes
+    from segvol.io.nifti import image_from_bytes
 
     ref = np.asanyarray(image_from_bytes(data[1], safe_name(data[0], (".nii", ".nii.gz"))).dataobj)
     if ref.shape[:3] != tuple(shape[:3]):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from segvol.config import Config
-from segvol.data import TaskSpec
+from segvol.labels import TaskSpec
 from segvol.data.records import Record
 from segvol.errors import SegvolError
 

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from segvol.config import Config
-from segvol.data import TaskSpec
+from segvol.labels import TaskSpec
 from segvol.data.adapter import CheckRules, DatasetAdapter, EvalDefaults, as_list
 from segvol.data.records import Record
 from segvol.errors import SegvolError
-from segvol.inference.nifti import nifti_stem
+from segvol.io.nifti import nifti_stem
 
 __all__ = ["BraTS", "LGG", "MODALITIES", "REGIONS", "BratsCase", "scan_case", "resolve_modalities",
            "binary_label_transforms", "region_label_transforms", "region_paint", "case_images", "resolve_input"]
@@ -230,7 +230,7 @@ class BraTS(DatasetAdapter):
 
     def evaluation_defaults(self) -> EvalDefaults:
         """Label values named for the failure analysis (1 necrotic core, 2 edema, 3/4 enhancing tumour)."""
-        from segvol.evaluation.classes import BRATS_LABEL_NAMES
+        from segvol.labels import BRATS_LABEL_NAMES
 
         return EvalDefaults(label_names=dict(BRATS_LABEL_NAMES))
 
@@ -280,7 +280,7 @@ def resolve_input(item: Any, modalities: Sequence[str]) -> Any:
     """An inference input as the predictor takes it: a case folder becomes its sequences in the model's order
     (a DICOM series folder stays one input); a list of files whose names all name a sequence is put in that order;
     anything else is returned as is."""
-    from segvol.data.dicom import is_series_folder
+    from segvol.io.dicom import is_series_folder
 
     if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
         return item if is_series_folder(Path(item)) else case_images(Path(item), modalities)

@@ -202,7 +202,7 @@ def _check_labels(info: FileInfo, case: str, data: np.ndarray, allowed: frozense
 def inspect_file(path: str | Path, role: str, case: str, *, channels: int | None = None, modality: str = "MR",
                  allowed: frozenset[int] = frozenset({0, 1}), headers_only: bool = False) -> FileInfo:
     """Inspect one image or label file (``role``); never raises for problems in the file itself."""
-    from segvol.inference.nifti import read_header
+    from segvol.io.nifti import read_header
 
     info = FileInfo(path=str(path))
     try:
@@ -241,6 +241,6 @@ def inspect_file(path: str | Path, role: str, case: str, *, channels: int | None
 def same_grid(a: FileInfo, b: FileInfo) -> str | None:
     """Why ``b``'s grid differs from ``a``'s (shape, spacing, affine), or None when they agree (origins within
     :data:`ORIGIN_ATOL` mm)."""
-    from segvol.inference.nifti import grid_mismatch
+    from segvol.io.grid import grid_mismatch
 
     return grid_mismatch(a, b, atol=GRID_ATOL, origin_atol=ORIGIN_ATOL)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from segvol.config import Config
-from segvol.data import TaskSpec
+from segvol.labels import TaskSpec
 from segvol.data.adapter import DatasetAdapter, EvalDefaults
 from segvol.data.records import Record
 from segvol.errors import SegvolError
@@ -97,7 +97,7 @@ class ImageCAS(DatasetAdapter):
         """An int16 HU CT on an ImageCAS grid with two labelled coronary trees (:mod:`segvol.data.phantoms`)."""
         import numpy as np
 
-        from segvol.data.phantoms import save_nifti
+        from segvol.io.nifti import save_nifti
         from segvol.data.phantoms.imagecas import make_imagecas_phantom, sample_geometry
 
         case_seed = seed * 100_003 + index

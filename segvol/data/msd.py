@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from segvol.config import Config
-from segvol.data import TaskSpec
+from segvol.labels import TaskSpec
 from segvol.data.adapter import CheckRules, DatasetAdapter, EvalDefaults
 from segvol.data.records import Record
 from segvol.errors import SegvolError
-from segvol.inference.nifti import nifti_stem
+from segvol.io.nifti import nifti_stem
 
 __all__ = ["MSD", "MsdMeta", "read_meta", "CT_PREPROCESS", "PHANTOM_CHANNELS", "PHANTOM_LABELS"]
 

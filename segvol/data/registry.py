@@ -14,12 +14,17 @@ Built-in adapters are imported lazily (``segvol --help`` stays instant). A new d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from segvol.data.adapter import DatasetAdapter
 from segvol.errors import SegvolError
 
-__all__ = ["DATASETS", "ALIASES", "get_adapter", "register_dataset", "dataset_names", "canonical_name"]
+__all__ = ["DATASETS", "ALIASES", "get_adapter", "register_dataset", "dataset_names", "canonical_name",
+           "write_phantoms"]
+
+log = logging.getLogger(__name__)
 
 
 def _imagecas() -> DatasetAdapter:
@@ -84,3 +89,24 @@ def get_adapter(name: str) -> DatasetAdapter:
     if not isinstance(adapter, DatasetAdapter):
         raise SegvolError(f"dataset {name!r}: its factory returned {type(adapter).__name__}, not a DatasetAdapter")
     return adapter
+
+
+def write_phantoms(dataset: str, out: str | Path, cases: int, size: str = "small", seed: int = 0,
+                   overwrite: bool = False, progress: bool = True) -> list[Path]:
+    """Write ``cases`` phantoms of ``dataset`` into ``out`` in the dataset's real layout (its adapter's
+    :meth:`~segvol.data.adapter.DatasetAdapter.write_phantoms`)."""
+    adapter = get_adapter(dataset)
+    if not adapter.has_phantoms:
+        makers = [n for n in dataset_names() if get_adapter(n).has_phantoms]
+        raise SegvolError(f"no phantoms for dataset {dataset!r}; known: {', '.join(makers)}")
+    if size not in ("small", "full"):
+        raise SegvolError(f"--size {size!r}: expected small or full")
+    if cases < 1:
+        raise SegvolError(f"--cases {cases}: need at least 1")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SegvolError(f"{out}: folder is not empty (use --overwrite to write phantoms into it anyway)")
+    out.mkdir(parents=True, exist_ok=True)
+    written = adapter.write_phantoms(out, cases, size, seed, progress=progress)
+    log.info("wrote %d %s phantom case(s) (%s) to %s", cases, adapter.name, size, out)
+    return written

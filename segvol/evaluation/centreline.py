@@ -152,7 +152,7 @@ def _coverage(a: _Traced, b: _Traced, spacing: np.ndarray, tol: float) -> float:
 def centreline_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], *,
                        cover_tol_mm: float = COVER_TOL_MM, end_tol_mm: float = END_TOL_MM) -> dict[str, float]:
     """Every metric of :data:`CENTRELINE_METRICS` for two boolean masks on one grid (see the module doc)."""
-    from segvol.evaluation.metrics import crop_to_union
+    from segvol.utils import crop_to_union
 
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
     step = np.asarray([float(s) for s in spacing])

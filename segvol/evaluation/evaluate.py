@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from segvol.errors import SegvolError
-from segvol.evaluation.classes import BRATS_LABEL_NAMES, ClassDef, class_defs, class_mask, guess_scheme
-from segvol.evaluation.io import load_mask, load_pair, spacing_of
+from segvol.labels import BRATS_LABEL_NAMES, ClassDef, class_defs, class_mask, guess_scheme
+from segvol.io.masks import load_mask, load_pair, spacing_of
 from segvol.evaluation.metrics import binary_metrics
 
 __all__ = ["CaseInput", "EvalResult", "score_case", "evaluate_cases", "resolve_classes"]
@@ -62,7 +62,7 @@ def score_case(case: str, pred: np.ndarray, ref: np.ndarray, affine: np.ndarray,
         pred: predicted label map.
         ref: reference label map, same shape.
         affine: the grid's voxel -> mm affine (the spacing is taken from it).
-        classes: what to score (see :mod:`segvol.evaluation.classes`).
+        classes: what to score (see :mod:`segvol.labels`).
         vessel: also compute clDice.
     """
     spacing = spacing_of(affine)
@@ -99,7 +99,7 @@ def evaluate_cases(cases: list[CaseInput], out_dir: str | Path, *, scheme: str =
 
     Args:
         cases: the cases (prediction and reference on the same grid; mismatches are one-line errors).
-        scheme: ``auto``, ``binary``, ``multi`` or ``brats`` (see :mod:`segvol.evaluation.classes`).
+        scheme: ``auto``, ``binary``, ``multi`` or ``brats`` (see :mod:`segvol.labels`).
         names: class names (binary: one name; multi: one per label value 1..K).
         vessel: compute clDice (None: for the binary scheme).
         worst: how many worst cases get the failure analysis.

@@ -148,7 +148,7 @@ def analyse_errors(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, spacin
         ref_labels: the reference label map, to name the sub-label most missed voxels carry (BraTS).
         label_names: names of those sub-labels (default ``label <v>``).
     """
-    from segvol.evaluation.metrics import union_box
+    from segvol.utils import union_box
 
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
     box = union_box(pred, ref, margin=3)  # everything below runs on the box around both masks

@@ -29,42 +29,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from segvol.evaluation.centreline import CENTRELINE_METRICS, centreline_metrics
+from segvol.utils import crop_to_union
 
 __all__ = ["overlap_metrics", "surface_distances", "cldice", "count_components", "binary_metrics",
-           "crop_to_union", "union_box", "METRIC_NAMES", "CONNECTIVITY"]
+           "METRIC_NAMES", "CONNECTIVITY"]
 
 CONNECTIVITY = 3  # 26-neighbourhood in 3D for connected components (scipy's generate_binary_structure rank 3)
 
 METRIC_NAMES = ("dice", "iou", "precision", "sensitivity", "hd95_mm", "asd_mm", "ref_ml", "pred_ml",
                 "vol_diff_ml", "vol_diff_pct", "fp_ml", "fn_ml", "cldice", "ref_components", "pred_components",
                 *CENTRELINE_METRICS)
-
-
-def union_box(pred: np.ndarray, ref: np.ndarray, margin: int = 2) -> tuple[slice, ...] | None:
-    """The bounding box of ``pred | ref`` plus ``margin`` voxels (clipped at the start), None when both are empty.
-
-    One pass over the full volume (a projection along the last axis); the last axis' extent is then found in the
-    much smaller box of the others.
-    """
-    union = pred | ref
-    flat = union.any(axis=-1)
-    if not flat.any():
-        return None
-    box = []
-    for ax in range(flat.ndim):
-        hit = np.flatnonzero(flat.any(axis=tuple(a for a in range(flat.ndim) if a != ax)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    last = np.flatnonzero(union[tuple(box)].any(axis=tuple(range(flat.ndim))))
-    box.append(slice(int(last[0]), int(last[-1]) + 1))
-    return tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in box)
-
-
-def crop_to_union(pred: np.ndarray, ref: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Crop both masks to :func:`union_box` (no metric here changes); empty arrays when both masks are empty."""
-    box = union_box(pred, ref, margin)
-    if box is None:
-        return pred[(slice(0, 0),) * pred.ndim], ref[(slice(0, 0),) * ref.ndim]
-    return pred[box], ref[box]
 
 
 def _ratio(num: float, den: float) -> float:

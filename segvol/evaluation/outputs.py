@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from segvol.evaluation.classes import READABLE, class_mask
+from segvol.labels import READABLE, class_mask
 from segvol.evaluation.failures import analyse_errors
-from segvol.evaluation.io import load_pair, load_scan, spacing_of
-from segvol.evaluation.overlays import save_gif, save_overlay
-from segvol.evaluation.plots import box_strip_plot, training_curves
+from segvol.io.masks import load_pair, load_scan, spacing_of
+from segvol.viz.overlays import save_gif, save_overlay
+from segvol.viz.plots import box_strip_plot, training_curves
 from segvol.evaluation.summary import summarise, write_json, write_metrics_csv
 
 __all__ = ["write_outputs", "rank_worst", "safe_name"]

@@ -58,7 +58,7 @@ def _case_table(rows: list[dict[str, Any]], limit: int = 200) -> Block:
 
 
 def _training_blocks(run_dir: Path) -> list[Block]:
-    from segvol.evaluation.plots import read_training_log, training_curves
+    from segvol.viz.plots import read_training_log, training_curves
 
     log_path = run_dir / "metrics.csv"
     if not log_path.is_file():

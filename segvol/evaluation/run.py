@@ -9,7 +9,7 @@ from typing import Any
 
 from segvol.errors import SegvolError
 from segvol.evaluation.evaluate import CaseInput, EvalResult, evaluate_cases
-from segvol.evaluation.io import index_folder, match_folders
+from segvol.io.masks import index_folder, match_folders
 
 __all__ = ["evaluate_run", "evaluate_folders", "run_cases", "pick_split"]
 
@@ -73,7 +73,7 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, out: str | Pa
     etc. for splits other than test).
     """
     from segvol.data.registry import get_adapter
-    from segvol.evaluation.classes import scheme_for_task
+    from segvol.labels import scheme_for_task
     from segvol.inference.backends import load_model
     from segvol.utils import pick_device, torch_flags
 

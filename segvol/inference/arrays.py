@@ -32,7 +32,7 @@ def predict_array(model: LoadedModel, image: Any, affine: np.ndarray | None = No
             default ``<scan>_seg.nii.gz`` beside it).
         affine: required with an array, refused otherwise.
     """
-    from segvol.inference.nifti import as_image, is_in_memory
+    from segvol.io.nifti import as_image, is_in_memory
     from segvol.inference.outputs import mask_path_for
     from segvol.inference.predictor import infer_file
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from segvol.config import Config, config_from_dict
-from segvol.data import TaskSpec
+from segvol.labels import TaskSpec
 from segvol.errors import SegvolError, first_line
 
 __all__ = ["LoadedModel", "load_model", "require_device", "ONNX_META_KEYS", "session_options"]
@@ -58,7 +58,7 @@ def require_device(model: LoadedModel, device: torch.device) -> None:
 
 def _load_torch(path: Path, device: torch.device) -> LoadedModel:
     from segvol.networks import build_network
-    from segvol.training.checkpoint import load_checkpoint
+    from segvol.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     model = build_network(ckpt["network"])

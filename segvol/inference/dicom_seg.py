@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from segvol.data import TaskSpec
+from segvol.labels import TaskSpec
 from segvol.errors import SegvolError, first_line
 from segvol.utils import atomic_path
 
@@ -47,7 +47,7 @@ def _source_datasets(folder: Path) -> list[Any]:
     are filled in empty on these in-memory copies (the files are not touched)."""
     import pydicom
 
-    from segvol.data.dicom import is_dicom_file
+    from segvol.io.dicom import is_dicom_file
 
     files = sorted(p for p in folder.iterdir() if p.is_file() and is_dicom_file(p))
     sources = [pydicom.dcmread(str(p), stop_before_pixels=True) for p in files]

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from segvol.data import TaskSpec
+from segvol.labels import TaskSpec
 from segvol.errors import SegvolError
 
 __all__ = ["Writer", "OutputContext", "OutputPlan", "WRITERS", "register_writer", "resolve_writers",
@@ -60,7 +60,8 @@ class OutputContext:
 
     Attributes:
         labels: the (H, W, D) uint8 label map on the input's grid.
-        reference: the input's grid: a nibabel image (its header is kept) or a DICOM ``SeriesGrid`` (shape, affine).
+        reference: the input's grid: a nibabel image (its header is kept) or a DICOM series'
+            :class:`~segvol.io.grid.Grid`.
         source: the input as given: a NIfTI path, a list of sequence paths, a DICOM series folder; None in memory.
         found: what :func:`segvol.inference.predictor.predict_volume` filled in for the writers' ``needs``:
             ``image`` (the scan's first channel on its grid), ``prob`` (C', H, W, D float32 probabilities).
@@ -139,7 +140,7 @@ def resolve_writers(names: Sequence[str]) -> tuple[Writer, ...]:
 def mask_path_for(image: str | Path, out_dir: str | Path | None = None) -> Path:
     """The mask file of a scan: ``scan.nii.gz`` -> ``scan_seg.nii.gz`` beside it (or in ``out_dir``); a folder
     (a case folder, a DICOM series) -> ``<folder>_seg.nii.gz`` beside it (inside, it would clash with its files)."""
-    from segvol.inference.nifti import strip_nifti_suffix
+    from segvol.io.nifti import strip_nifti_suffix
 
     image = Path(image)
     folder = Path(out_dir) if out_dir else image.parent
@@ -150,7 +151,7 @@ def mask_path_for(image: str | Path, out_dir: str | Path | None = None) -> Path:
 
 def _stem_base(mask_path: Path) -> tuple[str, str]:
     """(``scan_seg``, ``scan``) for ``scan_seg.nii.gz``; (``mask``, ``mask``) for ``mask.nii.gz``."""
-    from segvol.inference.nifti import strip_nifti_suffix
+    from segvol.io.nifti import strip_nifti_suffix
 
     stem = strip_nifti_suffix(mask_path.name)
     return stem, stem[: -len("_seg")] if stem.endswith("_seg") and len(stem) > 4 else stem
@@ -207,14 +208,14 @@ class OutputPlan:
 
 # ------------------------------------------------------------------------------------------------ the writers
 def _write_seg(target: Path, out: OutputContext) -> Path:
-    from segvol.inference.nifti import save_like
+    from segvol.io.nifti import save_like
 
     save_like(out.labels, out.reference, target)
     return target
 
 
 def _write_prob(target: Path, out: OutputContext) -> Path:
-    from segvol.inference.nifti import save_like
+    from segvol.io.nifti import save_like
 
     prob = out.found["prob"]
     prob = prob[0] if prob.shape[0] == 1 else np.moveaxis(prob, 0, -1)  # NIfTI: channels last
@@ -223,7 +224,7 @@ def _write_prob(target: Path, out: OutputContext) -> Path:
 
 
 def _write_overlay(target: Path, out: OutputContext) -> Path:
-    from segvol.evaluation.overlays import save_overlay
+    from segvol.viz.overlays import save_overlay
 
     mask = out.labels != 0
     title = f"{target.name}: {int(mask.sum())} voxels segmented" if mask.any() else f"{target.name}: nothing segmented"
@@ -231,7 +232,7 @@ def _write_overlay(target: Path, out: OutputContext) -> Path:
 
 
 def _write_gif(target: Path, out: OutputContext) -> Path:
-    from segvol.evaluation.overlays import save_gif
+    from segvol.viz.overlays import save_gif
 
     return save_gif(target, out.found.get("image"), None, out.labels != 0, out.affine)
 
@@ -253,7 +254,7 @@ def _write_dicom_seg(target: Path, out: OutputContext) -> Path:
 
 
 def _dicom_only(source: Any) -> str | None:
-    from segvol.data.dicom import is_series_folder
+    from segvol.io.dicom import is_series_folder
 
     if isinstance(source, (str, Path)) and is_series_folder(source):
         return None

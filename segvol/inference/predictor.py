@@ -20,7 +20,8 @@ from segvol.errors import SegvolError, first_line
 from segvol.inference.backends import LoadedModel
 from segvol.inference.core import (axis_gather_plan, cpu_window_batch, gather_labels, sliding_window, stitch_device,
                                   to_label_index)
-from segvol.inference.nifti import (IN_MEMORY, Grid, check_image, check_volume, fast_nifti_reader, grid_mismatch,
+from segvol.io.grid import Grid, grid_mismatch
+from segvol.io.nifti import (IN_MEMORY, check_image, check_volume, fast_nifti_reader,
                                    image_like, is_in_memory, load_in_memory)
 from segvol.inference.postprocess import postprocess
 from segvol.transforms import deterministic_prefix, inverse_transform
@@ -261,7 +262,7 @@ def _input_grid(image_input: Any, channels: int = 1) -> Any:
     """The input's grid checked before any work: a nibabel image (a NIfTI file or an in-memory image; the sequences
     of one scan must share it), or None for a DICOM series (its grid is what MONAI's reader returns, taken from the
     prediction). One image for a ``channels``-channel model is 4D."""
-    from segvol.data.dicom import check_series, is_series_folder
+    from segvol.io.dicom import check_series, is_series_folder
 
     items = list(image_input) if isinstance(image_input, (list, tuple)) else [image_input]
     per_item = channels if len(items) == 1 else None
@@ -294,7 +295,6 @@ def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path | None
         out_path: the mask path the outputs are named after; None writes nothing (in-memory use).
         outputs: an :class:`segvol.inference.outputs.OutputPlan` (default: the mask only).
     """
-    from segvol.data.dicom import SeriesGrid
     from segvol.inference.outputs import OutputContext, OutputPlan
     from segvol.utils import check_writable_target
 
@@ -310,7 +310,7 @@ def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path | None
     array = labels[0].cpu().numpy().round().astype(np.uint8)
     affine = np.asarray(torch.as_tensor(labels.affine).detach().cpu(), dtype=np.float64)  # meta may sit on the GPU
     if ref is None:  # DICOM: the grid MONAI read (RAS, from ImagePositionPatient/Orientation and PixelSpacing)
-        ref = SeriesGrid(tuple(int(s) for s in array.shape), affine)
+        ref = Grid(tuple(int(s) for s in array.shape), affine)
     reason = grid_mismatch(ref, Grid(array.shape, affine))
     if reason:
         raise SegvolError(f"{_name(image_input)}: internal error: the prediction is not on the input's grid ({reason})")

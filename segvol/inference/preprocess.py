@@ -7,7 +7,6 @@ normalisation, padding), written as NIfTI on the 1 mm grid so it can be checked 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,9 @@ import numpy as np
 from segvol.config import Config
 from segvol.errors import SegvolError, first_line
 
-__all__ = ["Grid", "preprocess_volume", "preprocess_file"]
+__all__ = ["preprocess_volume", "preprocess_file"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The shape and affine of the preprocessed volume (what :func:`segvol.inference.nifti.save_like` needs)."""
-
-    shape: tuple[int, ...]
-    affine: np.ndarray
 
 
 def preprocess_volume(cfg: Config, image_input: Any) -> Any:
@@ -47,7 +38,8 @@ def preprocess_volume(cfg: Config, image_input: Any) -> Any:
 
 def preprocess_file(cfg: Config, image_input: Any, out: str | Path, overwrite: bool = False) -> Path:
     """Write :func:`preprocess_volume` of ``image_input`` to ``out`` (float32 NIfTI; channels last when several)."""
-    from segvol.inference.nifti import save_like
+    from segvol.io.grid import Grid
+    from segvol.io.nifti import save_like
     from segvol.utils import check_writable_target
 
     out = check_writable_target(out, overwrite)

@@ -16,7 +16,7 @@ from monai.data import PersistentDataset
 from monai.utils import convert_to_tensor
 
 from segvol.config import Config, config_to_dict
-from segvol.data import TaskSpec
+from segvol.labels import TaskSpec
 from segvol.data.records import Record
 from segvol.transforms import MAX_BG_INDICES, crop_indices, deterministic_prefix, random_part
 from segvol.utils import atomic_path

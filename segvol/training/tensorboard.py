@@ -34,14 +34,14 @@ def _squeeze(x: Any) -> np.ndarray:
 
 def preview_image(image: Any, label: Any, pred: Any) -> np.ndarray:
     """(3, H, W) uint8 RGB: the axial slice with the most reference foreground, reference green, prediction red,
-    overlap yellow (the colours of :mod:`segvol.evaluation.overlays`).
+    overlap yellow (the colours of :mod:`segvol.viz.overlays`).
 
     Args:
         image: the scan, (H, W, D) with optional leading batch/channel axes (first channel shown).
         label: reference mask or label map, same grid; anything non-zero is foreground.
         pred: predicted mask or label map, same grid.
     """
-    from segvol.evaluation.overlays import best_slices, grey_window, overlay_rgb
+    from segvol.viz.overlays import best_slices, grey_window, overlay_rgb
 
     img, ref, prd = _squeeze(image), _squeeze(label) != 0, _squeeze(pred) != 0
     k = best_slices(ref, prd)[2]

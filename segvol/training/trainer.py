@@ -20,12 +20,12 @@ from typing import Any, cast
 import torch
 
 from segvol.config import Config, config_to_dict
-from segvol.data import TaskSpec
+from segvol.labels import TaskSpec
 from segvol.data.records import Record
 from segvol.errors import SegvolError
 from segvol.inference.core import sliding_window, to_onehot
 from segvol.networks import build_network, network_args
-from segvol.training.checkpoint import save_checkpoint
+from segvol.checkpoint import save_checkpoint
 from segvol.training.distributed import (DistInfo, all_reduce_sum, broadcast_flag, init_distributed, shard,
                                          shutdown, weights_in_sync)
 from segvol.utils import atomic_path

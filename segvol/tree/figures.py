@@ -25,12 +25,6 @@ _VIEWS = (("coronal (from the front)", 0, 2, "x (mm, patient right →)", "z (mm
           ("axial (from the feet)", 0, 1, "x (mm, patient right →)", "y (mm, anterior ↑)"))
 
 
-def _pyplot() -> Any:
-    from segvol.evaluation.plots import _pyplot as shared
-
-    return shared()
-
-
 def projection(points_mm: np.ndarray, a: int, b: int, pixel: float) -> tuple[np.ndarray, tuple[float, ...]]:
     """Occupancy image of ``points_mm`` projected on scanner axes ``a`` (columns) and ``b`` (rows), and its
     extent ``(left, right, bottom, top)`` for ``imshow(origin="lower")``."""
@@ -84,9 +78,9 @@ def save_tree_picture(result: TreeAnalysis, mask: np.ndarray, path: str | Path, 
     """``tree.png`` (see the module doc)."""
     from matplotlib.colors import Normalize
 
-    from segvol.evaluation.plots import _save
+    from segvol.viz.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     pts = _mask_points(np.asarray(mask) != 0, result.affine)
     radii = np.concatenate([s.radii_mm for _, s in result.segments]) if result.segments else np.ones(1)
     norm = Normalize(vmin=0.0, vmax=float(np.percentile(radii, 99)) or 1.0)
@@ -100,7 +94,7 @@ def save_tree_picture(result: TreeAnalysis, mask: np.ndarray, path: str | Path, 
     fig.suptitle(title or f"{len(result.trees)} tree(s), {len(result.segments)} segments, "
                  f"{sum(t.length_mm for t in result.trees):.0f} mm of centreline"
                  + (f"; {flagged} narrowing cue(s) circled (geometric, not a diagnosis)" if flagged else ""))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _starts(tree: Tree) -> dict[int, float]:
@@ -115,9 +109,9 @@ def save_radius_profiles(result: TreeAnalysis, path: str | Path) -> Path:
     """``radius_profiles.png`` (see the module doc)."""
     from matplotlib.collections import LineCollection
 
-    from segvol.evaluation.plots import _save
+    from segvol.viz.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(result.trees), 1)
     fig, axes = plt.subplots(n, 1, figsize=(11, 3.6 * n), squeeze=False)
     for ax, tree in zip(axes[:, 0], result.trees):
@@ -142,4 +136,4 @@ def save_radius_profiles(result: TreeAnalysis, path: str | Path) -> Path:
     if not result.trees:
         axes[0, 0].text(0.5, 0.5, "no tree", ha="center", va="center")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -104,7 +104,7 @@ def write_tree(mask_img_or_array: Any, affine: np.ndarray | None, out_dir: str |
 
 def default_tree_dir(mask_path: str | Path) -> Path:
     """``scan_seg_tree/`` beside ``scan_seg.nii.gz``."""
-    from segvol.inference.nifti import strip_nifti_suffix
+    from segvol.io.nifti import strip_nifti_suffix
 
     mask_path = Path(mask_path)
     return mask_path.parent / f"{strip_nifti_suffix(mask_path.name)}_tree"
@@ -113,7 +113,7 @@ def default_tree_dir(mask_path: str | Path) -> Path:
 def tree_file(mask: str | Path, out_dir: str | Path | None = None, *, label: int | None = None,
               settings: TreeSettings | None = None, overwrite: bool = False) -> TreeOutput:
     """:func:`write_tree` for a mask file (``segvol tree``); ``out_dir`` defaults to :func:`default_tree_dir`."""
-    from segvol.evaluation.io import load_mask
+    from segvol.io.masks import load_mask
 
     data, affine = load_mask(mask)
     return write_tree(data, affine, out_dir or default_tree_dir(mask), label=label, settings=settings,

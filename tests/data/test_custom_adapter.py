@@ -13,7 +13,7 @@ import pytest
 from segvol import api
 from segvol.cli import main
 from segvol.config import Config, load_config
-from segvol.data import TaskSpec
+from segvol.labels import TaskSpec
 from segvol.data.adapter import CheckRules, DatasetAdapter, EvalDefaults
 from segvol.data.registry import ALIASES, DATASETS, register_dataset
 from segvol.errors import SegvolError
@@ -52,7 +52,7 @@ class Spheres(DatasetAdapter):
         return EvalDefaults(label_names={1: "bright ball"})
 
     def write_phantom_case(self, out: Path, index: int, size: str, seed: int) -> list[Path]:
-        from segvol.data.phantoms import save_nifti
+        from segvol.io.nifti import save_nifti
 
         rng = np.random.default_rng(seed * 1000 + index)
         grid = np.indices((40, 40, 36)).transpose(1, 2, 3, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segvol.evaluation.classes import BRATS_LABEL_NAMES, class_defs, class_mask, guess_scheme
+from segvol.labels import BRATS_LABEL_NAMES, class_defs, class_mask, guess_scheme
 from segvol.evaluation.evaluate import score_case
 from segvol.evaluation.failures import analyse_errors
 

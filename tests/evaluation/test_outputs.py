@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from segvol.cli import main
-from segvol.evaluation.io import case_id, index_folder
+from segvol.io.masks import case_id, index_folder
 from segvol.evaluation.metrics import binary_metrics
-from segvol.evaluation.overlays import frame_count, overlay_rgb, save_overlay
+from segvol.viz.overlays import frame_count, overlay_rgb, save_overlay
 from tests.conftest import write_nifti
 
 AFFINE = np.diag([0.7, 0.7, 1.2, 1.0])

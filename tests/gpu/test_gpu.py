@@ -17,7 +17,7 @@ import torch
 from segvol import api
 from segvol.config import config_to_dict, load_config
 from segvol.networks import build_network, network_args
-from segvol.training.checkpoint import save_checkpoint
+from segvol.checkpoint import save_checkpoint
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.gpu,

@@ -17,7 +17,7 @@ from segvol import api
 from segvol.config import config_to_dict, load_config
 from segvol.errors import SegvolError
 from segvol.networks import build_network, network_args
-from segvol.training.checkpoint import save_checkpoint
+from segvol.checkpoint import save_checkpoint
 from tests.conftest import REPO, write_nifti
 
 TASK = {"in_channels": 1, "out_channels": 2, "activation": "softmax", "class_names": ["artery"], "modalities": ["ct"]}

@@ -9,7 +9,7 @@ import torch
 
 from segvol import api
 from segvol.cli import main
-from segvol.data.dicom import is_series_folder, read_series, write_series
+from segvol.io.dicom import is_series_folder, read_series, write_series
 from segvol.inference.core import stitch_device
 from tests.conftest import write_nifti
 from tests.inference.test_infer_geometry import AFFINES, untrained_ckpt  # noqa: F401
@@ -76,7 +76,7 @@ def test_a_folder_of_series_and_broken_series(tmp_path, untrained_ckpt, bright_m
 def test_extra_outputs(tmp_path, untrained_ckpt, bright_model, capsys):  # noqa: F811
     from PIL import Image
 
-    from segvol.evaluation.overlays import frame_count
+    from segvol.viz.overlays import frame_count
 
     affine = np.diag([0.8, 0.8, 2.0, 1.0])
     affine[:3, 3] = (-10.0, 25.0, 40.0)

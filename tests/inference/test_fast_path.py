@@ -18,7 +18,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImage, Spacingd
 from segvol.config import load_config
 from segvol.errors import SegvolError
 from segvol.inference.core import axis_gather_plan, gather_labels, resolve_overlap, window_count
-from segvol.inference.nifti import c_order_float32, fast_nifti_reader, write_nifti
+from segvol.io.nifti import c_order_float32, fast_nifti_reader, write_nifti
 from segvol.transforms import deterministic_prefix, inverse_transform
 from tests.conftest import write_nifti as write_test_nifti
 

@@ -13,10 +13,10 @@ import torch
 from segvol import api
 from segvol.cli import main
 from segvol.config import config_to_dict, load_config
-from segvol.data.dicom import write_series
+from segvol.io.dicom import write_series
 from segvol.errors import SegvolError
 from segvol.networks import build_network, network_args
-from segvol.training.checkpoint import save_checkpoint
+from segvol.checkpoint import save_checkpoint
 from tests.conftest import write_nifti
 from tests.inference.test_infer_geometry import AFFINES, untrained_ckpt  # noqa: F401  (fixture)
 

@@ -10,7 +10,7 @@ import torch
 from segvol.cli import main
 from segvol.config import config_to_dict, load_config
 from segvol.networks import build_network, network_args
-from segvol.training.checkpoint import save_checkpoint
+from segvol.checkpoint import save_checkpoint
 from tests.conftest import write_nifti
 
 # slabs of known HU along x, 6 mm each: what a cardiac CT holds around the coronaries

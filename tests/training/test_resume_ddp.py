@@ -15,7 +15,7 @@ import torch
 
 from segvol import api
 from segvol.config import load_config
-from segvol.training.checkpoint import load_checkpoint
+from segvol.checkpoint import load_checkpoint
 from tests.conftest import REPO
 
 TINY = str(REPO / "configs" / "tiny.yaml")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segvol.config import load_config
-from segvol.data import TaskSpec
+from segvol.labels import TaskSpec
 from segvol.training.trainer import Trainer
 from tests.conftest import REPO
 

@@ -58,7 +58,7 @@ class CaseWriter:
 
     def write(self, case: str, volumes: dict[str, np.ndarray], affine: np.ndarray) -> Path:
         """Save ``{name: array}`` as ``<case>/<case>_<name>.nii.gz`` (``seg`` as uint8) and move it into place."""
-        from segvol.data.phantoms import save_nifti
+        from segvol.io.nifti import save_nifti
 
         self.check(case)
         target = self.out / case

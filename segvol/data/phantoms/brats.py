@@ -179,7 +179,7 @@ def make_brats_phantom(shape: tuple[int, int, int], seed: int, spacing: float = 
 
 def write_brats_case(out: Path, index: int, size: str, seed: int) -> list[Path]:
     """Write ``BraTS20_Training_<index>/BraTS20_Training_<index>_{flair,t1,t1ce,t2,seg}.nii.gz`` into ``out``."""
-    from segvol.data.phantoms import save_nifti
+    from segvol.io.nifti import save_nifti
 
     case_seed = seed * 100_003 + index
     shape = sample_shape(size, np.random.default_rng(case_seed))

@@ -31,7 +31,7 @@ def _case_name(index: int) -> str:
 
 def write_msd_case(out: Path, index: int, size: str, seed: int) -> list[Path]:
     """Write ``imagesTr/brain_<index>.nii.gz`` (4D) and ``labelsTr/brain_<index>.nii.gz`` into ``out``."""
-    from segvol.data.phantoms import save_nifti
+    from segvol.io.nifti import save_nifti
     from segvol.data.phantoms.brats import make_brats_phantom
 
     case_seed = seed * 100_003 + index

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from segvol.errors import SegvolError
-from segvol.inference.nifti import nifti_stem
+from segvol.io.nifti import nifti_stem
 
 __all__ = ["case_id", "index_folder", "match_folders", "load_mask", "load_scan", "spacing_of",
            "check_same_grid", "load_pair", "MASK_MARKERS"]
@@ -80,7 +80,7 @@ def match_folders(pred_dir: str | Path, ref_dir: str | Path) -> list[tuple[str, 
 
 def load_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """An integer label map (float files rounded) and its affine; a 4D file with one volume is squeezed."""
-    from segvol.inference.nifti import check_volume
+    from segvol.io.nifti import check_volume
 
     img = check_volume(path)
     data = np.asanyarray(img.dataobj)
@@ -93,7 +93,7 @@ def load_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load_scan(path: str | Path | list) -> np.ndarray:
     """The first channel of a scan (a path, or a list of sequence paths) as float32."""
-    from segvol.inference.nifti import read_header
+    from segvol.io.nifti import read_header
 
     first = path[0] if isinstance(path, (list, tuple)) else path
     img = read_header(first)
@@ -108,8 +108,8 @@ def spacing_of(affine: np.ndarray) -> tuple[float, ...]:
 
 def check_same_grid(pred_path: Path, pred_shape: tuple, pred_affine: np.ndarray, ref_path: Path, ref_shape: tuple,
                     ref_affine: np.ndarray) -> None:
-    """Prediction and reference must share a grid (:func:`segvol.inference.nifti.grid_mismatch`)."""
-    from segvol.inference.nifti import Grid, grid_mismatch
+    """Prediction and reference must share a grid (:func:`segvol.io.grid.grid_mismatch`)."""
+    from segvol.io.grid import Grid, grid_mismatch
 
     reason = grid_mismatch(Grid(tuple(ref_shape), ref_affine), Grid(tuple(pred_shape), pred_affine))
     if reason is None:

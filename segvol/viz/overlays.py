@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segvol.evaluation.io import spacing_of
+from segvol.io.masks import spacing_of
 from segvol.utils import atomic_path
 
 __all__ = ["overlay_rgb", "to_display", "best_slices", "slice_of", "grey_window", "focus_box", "save_overlay",
@@ -86,7 +86,7 @@ def focus_box(ref: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...], con
     """The region the pictures show: the box around both masks plus ``context_mm`` (and at least a quarter of the
     box) of surroundings on every side, so thin vessels in a whole CT are not a few pixels wide; the whole volume
     when both masks are empty."""
-    from segvol.evaluation.metrics import union_box
+    from segvol.utils import union_box
 
     box = union_box(ref > 0, pred > 0, margin=0)
     if box is None:

@@ -13,10 +13,11 @@ import numpy as np
 from segvol.errors import SegvolError
 from segvol.utils import atomic_path
 
-__all__ = ["box_strip_plot", "training_curves", "read_training_log"]
+__all__ = ["pyplot", "save_figure", "box_strip_plot", "training_curves", "read_training_log"]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed); imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,10 +26,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG atomically (nothing half-written on failure), close it, and return ``path``."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return Path(path)
 
 
@@ -36,7 +38,7 @@ def box_strip_plot(rows: Sequence[dict[str, Any]], path: str | Path, metrics: Se
                    seed: int = 0) -> Path:
     """One panel per metric: a box per class with every case drawn as a jittered point (non-finite values are
     left out and counted in the axis label)."""
-    plt = _pyplot()
+    plt = pyplot()
     classes = list(dict.fromkeys(r["class"] for r in rows))
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 4), squeeze=False)
@@ -53,7 +55,7 @@ def box_strip_plot(rows: Sequence[dict[str, Any]], path: str | Path, metrics: Se
         ax.grid(axis="y", alpha=0.3)
         ax.set_title(f"{metric} per class (n={max((len(d) for d in data), default=0)} cases)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def read_training_log(path: str | Path) -> dict[str, list[float]]:
@@ -76,7 +78,7 @@ def read_training_log(path: str | Path) -> dict[str, list[float]]:
 
 def training_curves(metrics_csv: str | Path, path: str | Path) -> Path:
     """Loss, validation Dice (mean and per class) and learning rate per epoch, from a run's ``metrics.csv``."""
-    plt = _pyplot()
+    plt = pyplot()
     cols = read_training_log(metrics_csv)
     epochs = cols.get("epoch") or list(range(1, len(next(iter(cols.values()))) + 1))
     fig, (ax_loss, ax_dice, ax_lr) = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -101,4 +103,4 @@ def training_curves(metrics_csv: str | Path, path: str | Path) -> Path:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

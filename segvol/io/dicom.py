@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from segvol.errors import SegvolError, first_line
+from segvol.io.grid import Grid
 from segvol.utils import atomic_dir
 
-__all__ = ["is_dicom_file", "is_series_folder", "check_series", "read_series", "series_reader", "write_series",
-           "SeriesGrid"]
+__all__ = ["is_dicom_file", "is_series_folder", "check_series", "read_series", "series_reader", "write_series"]
 
 log = logging.getLogger(__name__)
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (its own inverse)
@@ -97,15 +96,7 @@ def check_series(folder: str | Path) -> int:
     return len(files)
 
 
-@dataclass
-class SeriesGrid:
-    """What the output NIfTI of a series needs: shape and RAS affine of the volume MONAI reads."""
-
-    shape: tuple[int, ...]  # three sizes
-    affine: np.ndarray
-
-
-def read_series(folder: str | Path) -> tuple[np.ndarray, SeriesGrid]:
+def read_series(folder: str | Path) -> tuple[np.ndarray, Grid]:
     """The volume (float32, HU after rescale) and grid of the DICOM series in ``folder``; errors name the folder."""
     from monai.transforms import LoadImage
 
@@ -121,7 +112,7 @@ def read_series(folder: str | Path) -> tuple[np.ndarray, SeriesGrid]:
                           f"{first_line(cause, empty='corrupt')})") from exc
     if image.ndim != 3:
         raise SegvolError(f"{folder}: expected one 3D series, got data of shape {tuple(image.shape)}")
-    return np.asarray(image, dtype=np.float32), SeriesGrid(tuple(int(s) for s in image.shape),
+    return np.asarray(image, dtype=np.float32), Grid(tuple(int(s) for s in image.shape),
                                                            np.asarray(image.affine, dtype=np.float64))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +11,13 @@ import numpy as np
 from segvol.errors import SegvolError, first_line
 from segvol.utils import atomic_path
 
-__all__ = ["read_header", "check_volume", "check_image", "save_like", "grid_mismatch", "NIFTI_SUFFIXES",
-           "strip_nifti_suffix", "nifti_stem", "image_from_bytes", "is_in_memory", "Grid", "GRID_ATOL",
+__all__ = ["read_header", "check_volume", "check_image", "save_like", "NIFTI_SUFFIXES",
+           "strip_nifti_suffix", "nifti_stem", "image_from_bytes", "is_in_memory",
            "image_like", "as_image", "load_in_memory", "IN_MEMORY", "fast_nifti_reader", "c_order_float32", "gunzip",
-           "gzip_bytes", "write_nifti"]
+           "gzip_bytes", "write_nifti", "save_nifti"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 IN_MEMORY = "<in-memory scan>"  # what errors and metadata call a scan given as an object
-GRID_ATOL = 1e-3  # mm (and direction cosines): two grids closer than this are one grid
 _BLOCK = 32  # voxels per block edge of the Fortran-to-C copy: keeps both sides of the copy in the CPU cache
 
 
@@ -139,35 +137,6 @@ def check_image(img, name: str, channels: int | None = None, load_data: bool = T
     return img
 
 
-def grid_mismatch(a, b, atol: float = GRID_ATOL, origin_atol: float | None = None) -> str | None:  # noqa: ANN001
-    """Why ``b``'s grid differs from ``a``'s, or None when they are one grid: segvol's one grid check.
-
-    ``a`` and ``b`` are anything with a ``shape`` (spatial axes first) and a 4x4 ``affine``: nibabel images, DICOM
-    ``SeriesGrid``s, check-data ``FileInfo``s, :class:`Grid`. Shapes must be equal, voxel axes (direction x
-    spacing) equal within ``atol``, origins within ``origin_atol`` mm (default ``atol``). The reason reads
-    ``shape (b) vs (a)``, ``spacing [b] vs [a] mm`` or ``affine differs (by up to d)``.
-    """
-    a_shape, b_shape = tuple(int(s) for s in a.shape[:3]), tuple(int(s) for s in b.shape[:3])
-    if a_shape != b_shape:
-        return f"shape {b_shape} vs {a_shape}"
-    a_aff, b_aff = np.asarray(a.affine, dtype=np.float64), np.asarray(b.affine, dtype=np.float64)
-    a_sp, b_sp = np.linalg.norm(a_aff[:3, :3], axis=0), np.linalg.norm(b_aff[:3, :3], axis=0)
-    if not np.allclose(a_sp, b_sp, rtol=1e-3, atol=atol):
-        return f"spacing {[round(float(v), 4) for v in b_sp]} vs {[round(float(v), 4) for v in a_sp]} mm"
-    if not np.allclose(a_aff[:3, :3], b_aff[:3, :3], atol=atol) or \
-            not np.allclose(a_aff[:3, 3], b_aff[:3, 3], atol=atol if origin_atol is None else origin_atol):
-        return f"affine differs (by up to {float(np.abs(a_aff - b_aff).max()):.3g})"
-    return None
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A voxel grid on its own: spatial shape and voxel -> scanner (RAS mm) affine."""
-
-    shape: tuple[int, ...]
-    affine: np.ndarray
-
-
 def is_in_memory(item: object) -> bool:
     """A scan given as an object rather than a file: a nibabel image, or a list of them (the sequences of one
     multi-channel scan)."""
@@ -269,3 +238,15 @@ def write_nifti(image, path: Path) -> None:  # noqa: ANN001  (a nibabel image)
             fh.write(gzip_bytes(image.to_bytes()))
     else:
         nib.save(image, str(path))
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Write one volume atomically with its affine as both qform and sform (code 1, scanner)."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
