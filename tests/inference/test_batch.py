@@ -60,7 +60,7 @@ def test_tta_runs_four_passes_and_keeps_an_equivariant_answer(tmp_path, untraine
 
 
 def test_timing_table_lists_every_scan(tmp_path, untrained_ckpt):  # noqa: F811
-    from segvol.cli import _timing_table
+    from segvol.cli.infer import _timing_table
 
     _scans(tmp_path, n=2)
     preds = api.infer(inputs=[tmp_path], model=untrained_ckpt, device="cpu")

@@ -1,21 +1,110 @@
-"""``segvol check-data``: the parser, the on-screen table and the JSON report."""
+"""``segvol synth``, ``segvol cache``, ``segvol import`` and ``segvol check-data``: parsing and tables; the work is
+in :mod:`segvol.api`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_check_parser", "run_check_command", "format_report"]
+from segvol.cli.argtypes import positive_int as _positive_int
+
+__all__ = ["COMMANDS", "format_report"]
 
 log = logging.getLogger(__name__)
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write phantom scans in a dataset's real layout")
+    p.add_argument("dataset", help="imagecas, brats or msd")
+    p.add_argument("--out", required=True, help="output folder, e.g. data/imagecas")
+    p.add_argument("--cases", type=_positive_int, default=8)
+    p.add_argument("--size", choices=("small", "full"), default="small",
+                   help="full: real scanner grids (512x512x206-275); small: quick to train, for tests and demos")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dicom", action="store_true", help="also write each CT as a DICOM series in <out>/dicom/<case>/")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from segvol import api
+
+    paths = api.synth(dataset=args.dataset, out=args.out, cases=args.cases, size=args.size, seed=args.seed,
+                      overwrite=args.overwrite, progress=not args.quiet, dicom=args.dicom)
+    print(f"wrote {len(paths)} files and folders to {args.out}")
+    return 0
+
+def _add_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="list the preprocessing caches of a data folder; remove stale ones")
+    p.add_argument("data", help="the data folder (its caches live in <data>/.cache/)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--clean", action="store_true",
+                     help="remove every cache but the most recently used one (left behind by earlier settings)")
+    how.add_argument("--all", dest="remove_all", action="store_true", help="remove all of them")
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from segvol import api
+    from segvol.training.caches import format_caches
+
+    left, freed = api.caches(data=args.data, clean=args.clean, remove_all=args.remove_all)
+    if args.clean or args.remove_all:
+        print(f"freed {freed / 1e9:.2f} GB")
+    print(format_caches(left))
+    return 0
+
+FORMATS = {
+    "brats-h5": "BraTS2020 HDF5 slices (volume_V_slice_S.h5) -> BraTS 2020 case folders",
+    "lgg-tiff": "LGG TIFF stacks (kaggle_3m: TCGA_*/TCGA_*_K.tif + _K_mask.tif) -> case folders (--dataset lgg)",
+    "msd": "MSD Task01_BrainTumour (imagesTr/, labelsTr/, dataset.json) -> BraTS 2020 case folders",
+}
+
+
+def _spacing(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value}: spacing must be positive")
+    return value
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="convert slice exports and the MSD layout into BraTS case folders")
+    formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    for name, text in FORMATS.items():
+        f = formats.add_parser(name, help=text, description=text)
+        f.add_argument("--src", required=True, help="the folder as downloaded")
+        f.add_argument("--out", required=True, help="output folder, e.g. data/brats_from_h5")
+        f.add_argument("--overwrite", action="store_true", help="write into a non-empty folder, replacing cases")
+        if name == "brats-h5":
+            f.add_argument("--channels", default="t1,t1ce,t2,flair",
+                           help="sequence of each image channel, in order (default: t1,t1ce,t2,flair)")
+        if name == "lgg-tiff":
+            f.add_argument("--spacing", type=_spacing, nargs=3, default=(1.0, 1.0, 3.0), metavar=("X", "Y", "Z"),
+                           help="voxel size in mm, assumed (the TIFFs carry none; default 1 1 3)")
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from segvol import api
+
+    options: dict[str, Any] = {}
+    if args.format == "brats-h5":
+        options["channels"] = [c.strip() for c in args.channels.split(",") if c.strip()]
+    if args.format == "lgg-tiff":
+        options["spacing"] = tuple(args.spacing)
+    report = api.import_data(fmt=args.format, src=args.src, out=args.out, overwrite=args.overwrite, **options)
+    print(report.summary())
+    return 0 if report.written else 1
+
 MAX_ROWS = 200  # above this many cases only the cases with problems get a table row
 MAX_PROBLEM_LINES = 60
 
 
-def add_check_parser(sub: argparse._SubParsersAction) -> None:
+def _add_check(sub: argparse._SubParsersAction) -> None:
     """Register ``check-data`` on the CLI's subparsers."""
     p = sub.add_parser("check-data", help="check a dataset for everything that would break or spoil training",
                        description="Reads every case and reports unreadable or truncated files, wrong dimensions or "
@@ -80,7 +169,7 @@ def format_report(report: Any) -> str:
     return "\n".join(lines)
 
 
-def run_check_command(args: argparse.Namespace) -> int:
+def _run_check(args: argparse.Namespace) -> int:
     """Run the checks, print the table, write JSON on request; 1 when any case would break training."""
     from segvol.data.check import check_dataset
     from segvol.utils import atomic_path, check_writable_target
@@ -95,3 +184,11 @@ def run_check_command(args: argparse.Namespace) -> int:
             Path(tmp).write_text(report.to_json())
         log.info("report written to %s", args.json)
     return 1 if report.errors else 0
+
+
+COMMANDS: dict[str, tuple[Callable, Callable]] = {
+    "synth": (_add_synth, _run_synth),
+    "cache": (_add_cache, _run_cache),
+    "import": (_add_import, _run_import),
+    "check-data": (_add_check, _run_check),
+}

@@ -1,14 +1,15 @@
-"""argparse wiring of ``segvol evaluate``, ``segvol report`` and ``segvol mesh`` (registered in
-:data:`segvol.cli.COMMANDS`). Parsing only; the work is in :mod:`segvol.api`. Nothing heavy is imported here."""
+"""``segvol evaluate``, ``segvol report`` and ``segvol mesh``: parsing and the summary; the work is in
+:mod:`segvol.api`. Nothing heavy is imported here."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
-from segvol.argtypes import count as _count
+from segvol.cli.argtypes import count as _count
 
-__all__ = ["add_evaluate", "run_evaluate", "add_report", "run_report", "add_mesh", "run_mesh"]
+__all__ = ["COMMANDS", "format_summary"]
 
 SCHEME_HELP = ("label scheme: auto (from the references), binary (non-zero), multi (one class per label value), "
                "brats (TC/WT/ET regions from labels 1,2,4 or 1,2,3)")
@@ -102,3 +103,10 @@ def run_mesh(args: argparse.Namespace) -> int:
     for path, mesh in written:
         print(f"wrote {path}: {len(mesh.vertices)} vertices, {len(mesh.faces)} triangles")
     return 0
+
+
+COMMANDS: dict[str, tuple[Callable, Callable]] = {
+    "evaluate": (add_evaluate, run_evaluate),
+    "report": (add_report, run_report),
+    "mesh": (add_mesh, run_mesh),
+}
