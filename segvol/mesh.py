@@ -151,6 +151,7 @@ def write_label_meshes(data: np.ndarray, affine: np.ndarray, out: str | Path, *,
     Returns:
         ``(path, mesh)`` per written file. ``source`` names the mask in messages.
     """
+    from segvol.data.registry import region_schemes
     from segvol.labels import ClassDef, class_defs, class_mask
     from segvol.utils import check_writable_target
 
@@ -163,7 +164,7 @@ def write_label_meshes(data: np.ndarray, affine: np.ndarray, out: str | Path, *,
             raise SegvolError(f"{source}: holds no voxel labelled {label} (labels present: {present or 'none'})")
         classes = [ClassDef(f"label{label}", (label,))]
     else:
-        classes = class_defs("multi" if labels == "auto" else labels, present)
+        classes = class_defs("multi" if labels == "auto" else labels, present, schemes=region_schemes())
         classes = [ClassDef(c.name.replace("label_", "label"), c.values) for c in classes]
     if not present or not classes:
         raise SegvolError(f"{source}: the mask is empty; there is no surface to mesh")

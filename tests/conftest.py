@@ -23,7 +23,7 @@ def real_dir() -> Path:
 @pytest.fixture(scope="session")
 def imagecas_small(tmp_path_factory) -> Path:
     """Six small ImageCAS phantoms in the real layout (written once per session)."""
-    from segvol.data.registry import write_phantoms
+    from segvol.data.synth import write_phantoms
 
     out = tmp_path_factory.mktemp("imagecas")
     write_phantoms("imagecas", out, cases=6, size="small", seed=0, progress=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from segvol.cli.argtypes import positive_int as _positive_int
+from segvol.data.registry import describe_names
 
 __all__ = ["COMMANDS", "format_report"]
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write phantom scans in a dataset's real layout")
-    p.add_argument("dataset", help="imagecas, brats or msd")
+    p.add_argument("dataset", help=describe_names(phantoms_only=True))
     p.add_argument("--out", required=True, help="output folder, e.g. data/imagecas")
     p.add_argument("--cases", type=_positive_int, default=8)
     p.add_argument("--size", choices=("small", "full"), default="small",
@@ -111,7 +112,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                                    "channels, image/label grid mismatches, label values, empty labels, NaN/Inf, "
                                    "implausible intensities, spacing and size outliers and duplicates. Exit status "
                                    "1 when a case would break training.")
-    p.add_argument("--dataset", required=True, help="imagecas, brats, lgg or msd (alias nnunet)")
+    p.add_argument("--dataset", required=True, help=describe_names())
     p.add_argument("--data", required=True, help="the dataset folder")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the full report to this JSON file")
     p.add_argument("--headers-only", action="store_true",

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from segvol.cli.argtypes import DEVICE_HELP
 from segvol.cli.argtypes import device as _device
 from segvol.cli.argtypes import positive_int as _positive_int
+from segvol.data.registry import describe_names
 
 __all__ = ["COMMANDS"]
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a 3D BasicUNet on a dataset")
-    p.add_argument("--dataset", default=None, help="imagecas, brats, lgg, msd (alias nnunet) (default: the config's)")
+    p.add_argument("--dataset", default=None, help=f"{describe_names()} (default: the config's)")
     p.add_argument("--config", default=None, help="preset name or YAML path (default: the dataset's preset)")
     p.add_argument("--data", default=None, help="dataset folder (default: the config's data.root)")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
@@ -24,6 +25,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue models/<run> from its last.pt exactly where it stopped")
     p.add_argument("--epochs", type=_positive_int, default=None, help="with --resume: extend the run to N epochs")
+
+
+def _default_preset() -> str:
+    """The preset of the default dataset (the one the config names by default)."""
+    from segvol.data.registry import DEFAULT_DATASET, get_adapter
+
+    adapter = get_adapter(DEFAULT_DATASET)
+    return adapter.preset or adapter.name
 
 
 def _load_train_config(args: argparse.Namespace):  # noqa: ANN202
@@ -44,7 +53,7 @@ def _load_train_config(args: argparse.Namespace):  # noqa: ANN202
         data["root"] = args.data
     if data:
         sections["data"] = data
-    preset = preset or "imagecas"
+    preset = preset or _default_preset()
     return load_config(preset, args.overrides, **sections)
 
 

@@ -4,7 +4,9 @@ Every stage asks the adapter of ``cfg.data.dataset`` (:func:`segvol.data.registr
 ``train`` its records, split, task and preprocessing (:meth:`DatasetAdapter.find_records`,
 :meth:`~DatasetAdapter.official_split`, :meth:`~DatasetAdapter.task_spec`, :meth:`~DatasetAdapter.configure`),
 ``check-data`` its rules (:meth:`~DatasetAdapter.check_rules`, :meth:`~DatasetAdapter.allowed_labels`),
-``evaluate`` its defaults (:meth:`~DatasetAdapter.evaluation_defaults`) and ``synth`` its phantoms
+``evaluate`` its defaults, case ids and label scheme (:meth:`~DatasetAdapter.evaluation_defaults`,
+:meth:`~DatasetAdapter.case_id`, ``region_scheme``), ``infer`` how a case folder is read
+(:meth:`~DatasetAdapter.is_case_folder`, :meth:`~DatasetAdapter.case_input`) and ``synth`` its phantoms
 (:meth:`~DatasetAdapter.write_phantoms`). A new dataset is one subclass and one
 :func:`segvol.data.registry.register_dataset` call; the abstract methods are what it must provide, the others have
 defaults that fit a plain ``image`` + ``label`` NIfTI dataset.
@@ -20,9 +22,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from segvol.config import Config
-from segvol.labels import TaskSpec
 from segvol.data.records import Record
 from segvol.errors import SegvolError
+from segvol.labels import RegionScheme, TaskSpec
 
 __all__ = ["DatasetAdapter", "CheckRules", "EvalDefaults"]
 
@@ -68,6 +70,10 @@ class DatasetAdapter(ABC):
         label_names: the names of the label values 0, 1, ... as stored in the label files.
         default_modalities: the image channels' names, in order.
         preset: the config preset ``segvol train --dataset NAME`` starts from.
+        mask_markers: name endings of this dataset's label files before ``.nii(.gz)`` (``.label``), stripped with
+            segvol's own ``_seg`` to make case ids and preferred in folders of masks.
+        image_markers: name endings of its scans (``.img``), stripped to make case ids.
+        region_scheme: the dataset's overlapping regions, when its labels score as regions (BraTS TC/WT/ET).
     """
 
     name: ClassVar[str]
@@ -75,6 +81,9 @@ class DatasetAdapter(ABC):
     label_names: ClassVar[tuple[str, ...]] = ("background", "foreground")
     default_modalities: ClassVar[tuple[str, ...]] = ("image",)
     preset: ClassVar[str | None] = None
+    mask_markers: ClassVar[tuple[str, ...]] = ()
+    image_markers: ClassVar[tuple[str, ...]] = ()
+    region_scheme: ClassVar[RegionScheme | None] = None
 
     # ------------------------------------------------------------------------------------------------- records
     @abstractmethod
@@ -119,6 +128,24 @@ class DatasetAdapter(ABC):
     def evaluation_defaults(self) -> EvalDefaults:
         """How ``segvol evaluate`` scores a run of this dataset."""
         return EvalDefaults()
+
+    def case_id(self, name: str) -> str:
+        """The case id of a file name: without ``.nii(.gz)`` and, repeatedly, without any trailing
+        :data:`~segvol.io.masks.SEGVOL_MARKERS` and this dataset's markers (``12.img_seg.nii.gz`` -> ``12``)."""
+        from segvol.io.masks import SEGVOL_MARKERS, case_id
+
+        return case_id(name, SEGVOL_MARKERS + self.mask_markers + self.image_markers)
+
+    # --------------------------------------------------------------------------------------------------- infer
+    def is_case_folder(self, folder: Path, modalities: Sequence[str]) -> bool:
+        """Whether ``folder`` is one case of this dataset (the channel files of one scan) rather than a folder of
+        scans, for a model of ``modalities``. Single-file datasets have no case folders."""
+        return False
+
+    def case_input(self, item: Any, modalities: Sequence[str]) -> Any:
+        """An inference input as the predictor takes it: a case folder becomes its channel files in the model's
+        order (``modalities``); anything else is returned as is."""
+        return item
 
     # --------------------------------------------------------------------------------------------------- synth
     def write_phantom_case(self, out: Path, index: int, size: str, seed: int) -> list[Path]:

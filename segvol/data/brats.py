@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from segvol.config import Config
-from segvol.labels import TaskSpec
+from segvol.labels import RegionScheme, TaskSpec
 from segvol.data.adapter import CheckRules, DatasetAdapter, EvalDefaults, as_list
 from segvol.data.records import Record
 from segvol.errors import SegvolError
@@ -44,6 +44,14 @@ log = logging.getLogger(__name__)
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")  # the fixed channel order
 REGIONS = ("tc", "wt", "et")  # output channels of the regions head, as MONAI's BraTS conversion orders them
+BRATS_LABEL_NAMES = {1: "necrotic core", 2: "edema", 3: "enhancing tumour", 4: "enhancing tumour"}
+# The three BraTS regions from label values, valid for every release: tumour core TC = {1, 3, 4}, whole tumour
+# WT = {1, 2, 3, 4}, enhancing tumour ET = {3, 4} (enhancing is 4 up to 2021 and 3 from 2023; label 3 was
+# "non-enhancing core" in 2017 and belongs to the core either way). ``auto`` reads {0, 1, 2, 4} maps holding 4 as
+# BraTS; 2023 maps ({0, 1, 2, 3}) read as ``multi`` unless ``--labels brats`` is asked for.
+BRATS_SCHEME = RegionScheme("brats", regions={"tc": (1, 3, 4), "wt": (1, 2, 3, 4), "et": (3, 4)},
+                            readable={"tc": "tumour core", "wt": "whole tumour", "et": "enhancing tumour"},
+                            label_names=BRATS_LABEL_NAMES, signature=frozenset({1, 2, 4}), marker=4)
 ALIASES = {"flair": "flair", "t2f": "flair", "fla": "flair", "t1": "t1", "t1n": "t1", "t1ce": "t1ce",
            "t1c": "t1ce", "t1gd": "t1ce", "t2": "t2", "t2w": "t2", "seg": "seg"}
 RELEASE_2023_TOKENS = {"t2f", "t1n", "t1c", "t2w"}
@@ -160,6 +168,25 @@ class BraTS(DatasetAdapter):
     default_modalities: ClassVar[tuple[str, ...]] = MODALITIES
     label_modes: ClassVar[tuple[str, ...]] = ("binary", "regions")
     preset: ClassVar[str | None] = "brats"
+    mask_markers: ClassVar[tuple[str, ...]] = ("_seg", "-seg")  # BraTS20_Training_001_seg, BraTS-GLI-...-seg
+    region_scheme: ClassVar[RegionScheme | None] = BRATS_SCHEME
+
+    def is_case_folder(self, folder: Path, modalities: Sequence[str]) -> bool:
+        """A folder is one case when, for a model of several channels, any file names a sequence; for one
+        channel, when a file names that sequence (a BraTS case read by a FLAIR-only model)."""
+        try:
+            found = set(scan_case(folder).files) - {"seg"}
+        except SegvolError:  # two files of one sequence: one case for a multi-channel model (case_input says so)
+            return len(modalities) > 1
+        if len(modalities) > 1:
+            return bool(found)
+        wanted = {ALIASES.get(str(m).lower()) for m in modalities} - {None, "seg"}
+        return bool(modalities) and len(wanted) == len(modalities) and wanted <= found
+
+    def case_input(self, item: Any, modalities: Sequence[str]) -> Any:
+        """A case folder -> its sequences in the model's order; named sequence files -> that order
+        (:func:`resolve_input`)."""
+        return resolve_input(item, modalities)
 
     def task_spec(self, cfg: Config) -> TaskSpec:
         """Head, class names, channels and label conversion for ``cfg.data.labels`` and ``cfg.data.modalities``."""
@@ -230,8 +257,6 @@ class BraTS(DatasetAdapter):
 
     def evaluation_defaults(self) -> EvalDefaults:
         """Label values named for the failure analysis (1 necrotic core, 2 edema, 3/4 enhancing tumour)."""
-        from segvol.labels import BRATS_LABEL_NAMES
-
         return EvalDefaults(label_names=dict(BRATS_LABEL_NAMES))
 
     def write_phantom_case(self, out: Path, index: int, size: str, seed: int) -> list[Path]:

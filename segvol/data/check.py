@@ -1,8 +1,8 @@
 """Dataset checks: everything that would break or silently spoil training, found before training starts.
 
 :func:`check_records` inspects records ``{"id", "image": path | [paths], "label": path | None}`` from any adapter;
-:func:`check_dataset` finds them with the dataset's adapter first, whose :meth:`~segvol.data.adapter.DatasetAdapter.check_rules`
-say which modality, channels and label values to expect.
+:func:`check_dataset` finds them with the dataset's adapter first, whose
+:meth:`~segvol.data.adapter.DatasetAdapter.check_rules` say which modality, channels and label values to expect.
 Each problem has a severity: ``error`` (training would fail or learn from broken data) or ``warning`` (worth a
 look), a code, a one-line message naming the file, and a hint. ``headers_only=True`` reads headers and the gzip
 size field only (seconds for a thousand cases); it is what ``segvol train`` runs before training

@@ -44,6 +44,8 @@ class ImageCAS(DatasetAdapter):
     label_names = ("background", "artery")
     default_modalities = ("ct",)
     preset = "imagecas"
+    mask_markers = (".label",)  # N.label.nii.gz
+    image_markers = (".img",)  # N.img.nii.gz
 
     def task_spec(self, cfg: Config) -> TaskSpec:
         """Binary arteries: one CT channel in, background/artery softmax out."""

@@ -2,7 +2,8 @@
 
 Built-in adapters are imported lazily (``segvol --help`` stays instant). A new dataset registers itself::
 
-    from segvol.data.adapter import DatasetAdapter
+    from segvol.config import DataConfig
+from segvol.data.adapter import DatasetAdapter
     from segvol.data.registry import register_dataset
 
     class MyData(DatasetAdapter):
@@ -14,17 +15,16 @@ Built-in adapters are imported lazily (``segvol --help`` stays instant). A new d
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from pathlib import Path
 
+from segvol.config import DataConfig
 from segvol.data.adapter import DatasetAdapter
 from segvol.errors import SegvolError
+from segvol.io.masks import SEGVOL_MARKERS, FileMarkers
+from segvol.labels import RegionScheme
 
 __all__ = ["DATASETS", "ALIASES", "get_adapter", "register_dataset", "dataset_names", "canonical_name",
-           "write_phantoms"]
-
-log = logging.getLogger(__name__)
+           "region_schemes", "file_markers", "DEFAULT_DATASET", "describe_names"]
 
 
 def _imagecas() -> DatasetAdapter:
@@ -78,6 +78,14 @@ def canonical_name(name: str) -> str:
     return key
 
 
+def describe_names(phantoms_only: bool = False) -> str:
+    """The registered datasets for help texts: ``imagecas, brats, lgg, msd (alias nnunet)``; ``phantoms_only``:
+    those ``segvol synth`` can write."""
+    names = [n for n in DATASETS if not phantoms_only or get_adapter(n).has_phantoms]
+    aliases = {n: [a for a, target in ALIASES.items() if target == n] for n in names}
+    return ", ".join(n + (f" (alias {', '.join(aliases[n])})" if aliases[n] else "") for n in names)
+
+
 def dataset_names() -> list[str]:
     """Every registered name and alias, sorted."""
     return sorted({*DATASETS, *ALIASES})
@@ -91,22 +99,22 @@ def get_adapter(name: str) -> DatasetAdapter:
     return adapter
 
 
-def write_phantoms(dataset: str, out: str | Path, cases: int, size: str = "small", seed: int = 0,
-                   overwrite: bool = False, progress: bool = True) -> list[Path]:
-    """Write ``cases`` phantoms of ``dataset`` into ``out`` in the dataset's real layout (its adapter's
-    :meth:`~segvol.data.adapter.DatasetAdapter.write_phantoms`)."""
-    adapter = get_adapter(dataset)
-    if not adapter.has_phantoms:
-        makers = [n for n in dataset_names() if get_adapter(n).has_phantoms]
-        raise SegvolError(f"no phantoms for dataset {dataset!r}; known: {', '.join(makers)}")
-    if size not in ("small", "full"):
-        raise SegvolError(f"--size {size!r}: expected small or full")
-    if cases < 1:
-        raise SegvolError(f"--cases {cases}: need at least 1")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SegvolError(f"{out}: folder is not empty (use --overwrite to write phantoms into it anyway)")
-    out.mkdir(parents=True, exist_ok=True)
-    written = adapter.write_phantoms(out, cases, size, seed, progress=progress)
-    log.info("wrote %d %s phantom case(s) (%s) to %s", cases, adapter.name, size, out)
-    return written
+DEFAULT_DATASET = DataConfig().dataset  # the one default: the config's
+
+
+def _adapters() -> list[DatasetAdapter]:
+    return [get_adapter(name) for name in DATASETS]
+
+
+def region_schemes() -> dict[str, RegionScheme]:
+    """The region schemes of the registered datasets, by scheme name (``{"brats": ...}``)."""
+    return {a.region_scheme.name: a.region_scheme for a in _adapters() if a.region_scheme is not None}
+
+
+def file_markers() -> FileMarkers:
+    """segvol's own mask markers and every registered dataset's mask and scan markers, for matching folders of
+    masks by case id when no dataset is named (:mod:`segvol.io.masks`)."""
+    adapters = _adapters()
+    masks = dict.fromkeys(SEGVOL_MARKERS + tuple(m for a in adapters for m in a.mask_markers))
+    images = dict.fromkeys(m for a in adapters for m in a.image_markers)
+    return FileMarkers(tuple(masks), tuple(images))

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from segvol.errors import SegvolError
-from segvol.labels import BRATS_LABEL_NAMES, ClassDef, class_defs, class_mask, guess_scheme
+from segvol.labels import ClassDef, RegionScheme, class_defs, class_mask, guess_scheme
 from segvol.io.masks import load_mask, load_pair, spacing_of
 from segvol.evaluation.metrics import binary_metrics
 
@@ -82,13 +82,22 @@ def _scan_values(cases: list[CaseInput], progress: bool) -> set[int]:
 def resolve_classes(cases: list[CaseInput], scheme: str, names: list[str], progress: bool
                     ) -> tuple[str, list[ClassDef]]:
     """The scheme (``auto`` decided from the references' label values) and the classes scored in every case."""
+    from segvol.data.registry import region_schemes
+
+    schemes = region_schemes()
     values: set[int] = set(range(1, len(names) + 1)) if scheme == "multi" and names else set()
     if scheme == "auto" or (scheme == "multi" and not names):
         found = _scan_values(cases, progress)
-        scheme = guess_scheme(found) if scheme == "auto" else scheme
+        scheme = guess_scheme(found, schemes) if scheme == "auto" else scheme
         values |= found
         log.info("label scheme: %s (reference values %s)", scheme, sorted(found))
-    return scheme, class_defs(scheme, values, names)
+    return scheme, class_defs(scheme, values, names, schemes)
+
+
+def _region_scheme(scheme: str) -> RegionScheme | None:
+    from segvol.data.registry import region_schemes
+
+    return region_schemes().get(scheme)
 
 
 def evaluate_cases(cases: list[CaseInput], out_dir: str | Path, *, scheme: str = "auto",
@@ -116,8 +125,9 @@ def evaluate_cases(cases: list[CaseInput], out_dir: str | Path, *, scheme: str =
         raise SegvolError(f"{out_dir}: no cases to evaluate")
     scheme, classes = resolve_classes(cases, scheme, list(names or []), progress)
     vessel = scheme == "binary" if vessel is None else vessel
-    if scheme == "brats" and label_names is None:
-        label_names = BRATS_LABEL_NAMES
+    regions = _region_scheme(scheme)
+    if regions is not None and label_names is None:
+        label_names = dict(regions.label_names)
     rows: list[dict[str, Any]] = []
     for case in tqdm(cases, desc="score", unit="case", disable=not progress or len(cases) < 2):
         pred, ref, affine = load_pair(case.pred, case.ref)
@@ -126,7 +136,7 @@ def evaluate_cases(cases: list[CaseInput], out_dir: str | Path, *, scheme: str =
         mine = classes + class_defs("multi", extra - known) if extra - known else classes
         rows += score_case(case.id, pred, ref, affine, mine, vessel)
     ctx = {"scheme": scheme, "classes": [c.name for c in classes], "vessel": vessel, "label_names": label_names,
-           "class_defs": classes}
+           "class_defs": classes, "readable": dict(regions.readable) if regions is not None else {}}
     summary, worst_cases, figures = write_outputs(cases, rows, Path(out_dir), ctx, worst=worst, gif=gif,
                                                   training_log=training_log, meta=meta or {})
     return EvalResult(Path(out_dir), rows, summary, worst_cases, figures)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from segvol.labels import READABLE, class_mask
+from segvol.labels import class_mask
 from segvol.evaluation.failures import analyse_errors
 from segvol.io.masks import load_pair, load_scan, spacing_of
 from segvol.viz.overlays import save_gif, save_overlay
@@ -66,7 +66,7 @@ def _analyse_case(case: Any, rows: list[dict[str, Any]], ctx: dict[str, Any], fi
             continue
         p, r = class_mask(pred, cls), class_mask(ref, cls)
         sub = ref if cls.values is None or len(cls.values) > 1 else None
-        found = analyse_errors(p, r, affine, spacing, READABLE.get(cls.name, cls.name), image=image,
+        found = analyse_errors(p, r, affine, spacing, ctx["readable"].get(cls.name, cls.name), image=image,
                                vessel=ctx["vessel"], ref_labels=sub, label_names=ctx["label_names"])
         found.update(dice=mine[cls.name]["dice"], hd95_mm=mine[cls.name]["hd95_mm"])
         png = fig_dir / f"{safe_name(case.id)}_{safe_name(cls.name)}.png"

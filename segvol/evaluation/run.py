@@ -72,7 +72,7 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, out: str | Pa
     Predictions go to ``<out>/predictions/<id>_seg.nii.gz``; ``out`` defaults to ``<run>/eval`` (``eval-val``
     etc. for splits other than test).
     """
-    from segvol.data.registry import get_adapter
+    from segvol.data.registry import get_adapter, region_schemes
     from segvol.labels import scheme_for_task
     from segvol.inference.backends import load_model
     from segvol.utils import pick_device, torch_flags
@@ -81,7 +81,7 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, out: str | Pa
     cfg, name, records = run_cases(run_dir, split, data_root)
     out_dir = Path(out) if out else run_dir / ("eval" if name == "test" else f"eval-{name}")
     model = load_model(run_dir / checkpoint, pick_device(device))
-    scheme, names = scheme_for_task(model.task)
+    scheme, names = scheme_for_task(model.task, region_schemes())
     log.info("evaluating %s on %d %s case(s) -> %s", run_dir / checkpoint, len(records), name, out_dir)
     defaults = get_adapter(cfg.data.dataset).evaluation_defaults()
     with torch_flags(benchmark=True):  # ROI-shaped windows, as in ``segvol infer``; the caller's flags come back
@@ -99,11 +99,14 @@ def evaluate_folders(pred: str | Path, ref: str | Path, *, out: str | Path | Non
     """Score every prediction in ``pred`` against the reference of the same case id in ``ref``.
 
     ``images`` (optional) is a folder of scans matched the same way, drawn under the overlays. ``out`` defaults
-    to ``<pred>/eval``.
+    to ``<pred>/eval``. File names are matched with every registered dataset's markers.
     """
-    pairs = match_folders(pred, ref)
-    scans = index_folder(images, masks=False) if images else {}
-    unmatched = len(index_folder(pred)) - len(pairs)
+    from segvol.data.registry import file_markers
+
+    markers = file_markers()
+    pairs = match_folders(pred, ref, markers)
+    scans = index_folder(images, masks=False, markers=markers) if images else {}
+    unmatched = len(index_folder(pred, markers=markers)) - len(pairs)
     if unmatched:
         log.warning("%s: %d prediction(s) without a reference in %s are not scored", pred, unmatched, ref)
     cases = [CaseInput(cid, p, r, scans.get(cid)) for cid, p, r in pairs]

@@ -34,6 +34,11 @@ class LoadedModel:
     path: Path
     provider: str = ""  # what actually runs it: the torch device, or ONNX Runtime's first execution provider
 
+    @property
+    def dataset(self) -> str:
+        """The dataset it was trained on: the task's, else (older checkpoints) the config's ``data.dataset``."""
+        return self.task.dataset or self.cfg.data.dataset
+
 
 def load_model(path: str | Path, device: torch.device) -> LoadedModel:
     """Open ``.pt`` with PyTorch or ``.onnx`` with ONNX Runtime (CUDA provider when present)."""

@@ -15,7 +15,7 @@ import numpy as np
 from segvol.config import Config
 from segvol.errors import SegvolError, first_line
 
-__all__ = ["preprocess_volume", "preprocess_file"]
+__all__ = ["preprocess_volume", "preprocess_file", "preprocess_scan"]
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +54,28 @@ def preprocess_file(cfg: Config, image_input: Any, out: str | Path, overwrite: b
     log.info("wrote %s: %s voxels at %s mm, intensity %s", out, "x".join(map(str, array.shape)),
              "x".join(f"{s:g}" for s in cfg.preprocess.spacing), cfg.preprocess.intensity_norm)
     return out
+
+
+def preprocess_scan(scan: Any, out: str | Path, *, config: str | None = None, model: str | Path | None = None,
+                    models_dir: str | Path = "models", overwrite: bool = False) -> Path:
+    """``segvol preprocess``: write what the network sees for ``scan`` with ``model``'s pipeline (default: the
+    default model) or the preset/YAML ``config``; a case folder is read by the dataset's adapter."""
+    from segvol.data.registry import get_adapter
+
+    if config is not None:
+        from segvol.config import load_config
+
+        cfg = load_config(config)
+        adapter = get_adapter(cfg.data.dataset)
+        modalities = tuple(adapter.task_spec(cfg).modalities)
+    else:
+        import torch
+
+        from segvol.checkpoint import default_model
+        from segvol.inference.backends import load_model
+
+        loaded = load_model(model or default_model(models_dir), torch.device("cpu"))
+        cfg, modalities, adapter = loaded.cfg, loaded.task.modalities, get_adapter(loaded.dataset)
+    if isinstance(scan, (list, tuple)) and len(scan) == 1:
+        scan = scan[0]
+    return preprocess_file(cfg, adapter.case_input(scan, modalities), out, overwrite=overwrite)

@@ -1,17 +1,20 @@
 """Reading masks and scans for evaluation, and matching two folders of masks by case id.
 
-Matching rule: a file's case id is its name without ``.nii.gz`` / ``.nii``, then without any trailing ``_seg``,
-``-seg``, ``.label`` and ``.img`` (repeatedly, in any order). So ImageCAS ``12.label.nii.gz`` (reference),
-``12.img_seg.nii.gz`` (what ``segvol infer`` writes) and ``12.img.nii.gz`` (the scan) all read as case ``12``, and
-BraTS ``BraTS20_Training_001_seg.nii.gz`` as ``BraTS20_Training_001``. When two files of one folder give the same
-id, a mask folder keeps the one named like a mask (``_seg``, ``-seg``, ``.label``) and an image folder the other;
-anything still ambiguous is an error naming both files. Reference folders may hold one folder per case (BraTS):
-their ``*seg.nii(.gz)`` files are found one level down.
+Matching rule: a file's case id is its name without ``.nii.gz`` / ``.nii``, then without any trailing marker
+(repeatedly, in any order). The markers are segvol's own ``_seg`` and ``-seg`` plus those the caller passes: the
+datasets' (:meth:`segvol.data.adapter.DatasetAdapter.case_id`; :func:`segvol.data.registry.file_markers` gathers
+every registered dataset's). With ImageCAS's ``.label`` and ``.img``, ``12.label.nii.gz`` (reference),
+``12.img_seg.nii.gz`` (what ``segvol infer`` writes) and ``12.img.nii.gz`` (the scan) all read as case ``12``.
+When two files of one folder give the same id, a mask folder keeps the one named like a mask and an image folder
+the other; anything still ambiguous is an error naming both files. Reference folders may hold one folder per case
+(BraTS): their ``*seg.nii(.gz)`` files are found one level down.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,30 +22,40 @@ from segvol.errors import SegvolError
 from segvol.io.nifti import nifti_stem
 
 __all__ = ["case_id", "index_folder", "match_folders", "load_mask", "load_scan", "spacing_of",
-           "check_same_grid", "load_pair", "MASK_MARKERS"]
+           "check_same_grid", "load_pair", "SEGVOL_MARKERS", "FileMarkers"]
 
-MASK_MARKERS = ("_seg", "-seg", ".label")
-_STRIP = MASK_MARKERS + (".img",)
+SEGVOL_MARKERS = ("_seg", "-seg")  # what segvol writes after a scan's name
 
 
-def case_id(name: str) -> str:
-    """The case id of a file name (see the module doc); e.g. ``12.img_seg.nii.gz`` -> ``12``."""
+class FileMarkers(NamedTuple):
+    """Name endings (before ``.nii(.gz)``) of masks and of scans, stripped to make case ids."""
+
+    masks: tuple[str, ...] = SEGVOL_MARKERS
+    images: tuple[str, ...] = ()
+
+
+SEGVOL_ONLY = FileMarkers()  # no dataset's markers: only what segvol writes
+
+
+def case_id(name: str, markers: Sequence[str] = SEGVOL_MARKERS) -> str:
+    """The case id of a file name (see the module doc); e.g. ``12.img_seg.nii.gz`` -> ``12`` with ImageCAS's
+    markers."""
     stem = nifti_stem(name) or name
     changed = True
     while changed:
         changed = False
-        for marker in _STRIP:
+        for marker in markers:
             if stem.lower().endswith(marker) and len(stem) > len(marker):
                 stem, changed = stem[: -len(marker)], True
     return stem
 
 
-def _is_mask_name(name: str) -> bool:
+def _is_mask_name(name: str, markers: FileMarkers) -> bool:
     stem = (nifti_stem(name) or name).lower()
-    return any(m in stem for m in MASK_MARKERS)
+    return any(m in stem for m in markers.masks)
 
 
-def index_folder(folder: str | Path, masks: bool = True) -> dict[str, Path]:
+def index_folder(folder: str | Path, masks: bool = True, markers: FileMarkers = SEGVOL_ONLY) -> dict[str, Path]:
     """``{case id: file}`` for the NIfTI files of ``folder`` (``masks``: prefer mask-named files, else scans)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -54,13 +67,13 @@ def index_folder(folder: str | Path, masks: bool = True) -> dict[str, Path]:
                       and (nifti_stem(p.name) or "").lower().endswith("seg")]
     found: dict[str, Path] = {}
     for path in files:
-        cid = case_id(path.name)
+        cid = case_id(path.name, markers.masks + markers.images)
         if cid not in found:
             found[cid] = path
             continue
         old = found[cid]
-        if _is_mask_name(old.name) != _is_mask_name(path.name):
-            found[cid] = path if _is_mask_name(path.name) == masks else old
+        if _is_mask_name(old.name, markers) != _is_mask_name(path.name, markers):
+            found[cid] = path if _is_mask_name(path.name, markers) == masks else old
         else:
             raise SegvolError(f"{path}: same case id {cid!r} as {old}; keep one of them in {folder}")
     if not found:
@@ -68,13 +81,15 @@ def index_folder(folder: str | Path, masks: bool = True) -> dict[str, Path]:
     return found
 
 
-def match_folders(pred_dir: str | Path, ref_dir: str | Path) -> list[tuple[str, Path, Path]]:
+def match_folders(pred_dir: str | Path, ref_dir: str | Path, markers: FileMarkers = SEGVOL_ONLY
+                  ) -> list[tuple[str, Path, Path]]:
     """``(case id, prediction, reference)`` for every id in both folders; none in common is an error."""
-    preds, refs = index_folder(pred_dir), index_folder(ref_dir)
+    preds, refs = index_folder(pred_dir, markers=markers), index_folder(ref_dir, markers=markers)
     common = sorted(set(preds) & set(refs), key=lambda c: (len(c), c))
     if not common:
         raise SegvolError(f"{pred_dir}: no case id in common with {ref_dir} (e.g. {next(iter(preds))!r} vs "
-                          f"{next(iter(refs))!r}); names are matched after stripping _seg, .label, .img, .nii(.gz)")
+                          f"{next(iter(refs))!r}); names are matched after stripping "
+                          f"{', '.join(markers.masks + markers.images)} and .nii(.gz)")
     return [(c, preds[c], refs[c]) for c in common]
 
 

@@ -26,8 +26,8 @@ from segvol.errors import SegvolError
 from segvol.inference.core import sliding_window, to_onehot
 from segvol.networks import build_network, network_args
 from segvol.checkpoint import save_checkpoint
-from segvol.training.distributed import (DistInfo, all_reduce_sum, broadcast_flag, init_distributed, shard,
-                                         shutdown, weights_in_sync)
+from segvol.distributed import (DistInfo, all_reduce_sum, broadcast_flag, init_distributed, shard, shutdown,
+                                weights_in_sync)
 from segvol.utils import atomic_path
 
 __all__ = ["Trainer", "TrainState", "FitResult", "fit", "build_state", "autocast_settings", "make_loss",
@@ -220,7 +220,8 @@ def build_state(cfg: Config, spec: TaskSpec, device: torch.device, info: DistInf
     amp_on, amp_dtype = autocast_settings(cfg, device)
     scaler = torch.amp.GradScaler(device.type) if amp_on and amp_dtype == torch.float16 else None
     state = TrainState(model, optimizer, make_scheduler(cfg, optimizer), scaler)
-    return state, {"config": config_to_dict(cfg), "network": net_args, "task": spec.as_dict()}
+    task = {**spec.as_dict(), "dataset": spec.dataset or cfg.data.dataset}  # the adapter that reads its inputs
+    return state, {"config": config_to_dict(cfg), "network": net_args, "task": task}
 
 
 class _NoBar:

@@ -14,7 +14,7 @@ from segvol import api
 from segvol.config import config_to_dict, load_config
 from segvol.data.brats import (LGG, MODALITIES, BraTS, binary_label_transforms, region_label_transforms,
                                region_paint, resolve_input)
-from segvol.data.registry import write_phantoms
+from segvol.data.synth import write_phantoms
 from segvol.data.phantoms.brats import brats_affine, make_brats_phantom, sample_shape
 from segvol.errors import SegvolError
 from segvol.inference.predictor import regions_to_labels

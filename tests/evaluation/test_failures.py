@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segvol.labels import BRATS_LABEL_NAMES, class_defs, class_mask, guess_scheme
+from segvol.data.brats import BRATS_LABEL_NAMES
+from segvol.data.registry import region_schemes
+from segvol.labels import class_defs, class_mask, guess_scheme
 from segvol.evaluation.evaluate import score_case
 from segvol.evaluation.failures import analyse_errors
 
@@ -56,7 +58,7 @@ def test_edema_under_segmentation_and_empty_predictions():
     labels[12:18, 12:18, 4:6] = 4  # enhancing
     pred = labels.copy()
     pred[labels == 2] = 0  # edema missed
-    wt = class_defs("brats")[1]
+    wt = class_defs("brats", schemes=region_schemes())[1]
     found = analyse_errors(class_mask(pred, wt), class_mask(labels, wt), AFFINE, SPACING, "wt",
                            ref_labels=labels, label_names=BRATS_LABEL_NAMES)
     assert found["reading"].startswith("under-segments edema")
@@ -73,18 +75,19 @@ def test_brats_regions_from_label_values():
     ref[6:7] = 4  # 40 enhancing
     pred = ref.copy()
     pred[6:7] = 1  # enhancing predicted as necrotic core
-    assert guess_scheme(np.unique(ref)) == "brats"
-    rows = {r["class"]: r for r in score_case("c", pred, ref, np.eye(4), class_defs("brats"))}
+    assert guess_scheme(np.unique(ref), region_schemes()) == "brats"
+    rows = {r["class"]: r for r in score_case("c", pred, ref, np.eye(4), class_defs("brats", schemes=region_schemes()))}
     assert rows["wt"]["dice"] == pytest.approx(1.0) and rows["tc"]["dice"] == pytest.approx(1.0)
     assert rows["et"]["dice"] == 0 and rows["et"]["sensitivity"] == 0
     # BraTS 2023 (enhancing = 3) scores the same way
     rows23 = {r["class"]: r for r in score_case("c", np.where(pred == 4, 3, pred), np.where(ref == 4, 3, ref),
-                                                np.eye(4), class_defs("brats"))}
+                                                np.eye(4), class_defs("brats", schemes=region_schemes()))}
     assert rows23["et"]["dice"] == 0 and rows23["tc"]["dice"] == pytest.approx(1.0)
 
 
 def test_scheme_guess():
     assert guess_scheme([0, 1]) == "binary"
-    assert guess_scheme([0, 1, 2, 4]) == "brats"
-    assert guess_scheme([0, 1, 2, 3]) == "multi"
+    assert guess_scheme([0, 1, 2, 4], region_schemes()) == "brats"
+    assert guess_scheme([0, 1, 2, 4]) == "multi"  # no region scheme offered: this module knows no dataset
+    assert guess_scheme([0, 1, 2, 3], region_schemes()) == "multi"
     assert [c.name for c in class_defs("multi", [0, 3, 1], ["a", "b", "c"])] == ["a", "c"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from segvol.cli import main
+from segvol.data.registry import file_markers, get_adapter
 from segvol.io.masks import case_id, index_folder
 from segvol.evaluation.metrics import binary_metrics
 from segvol.viz.overlays import frame_count, overlay_rgb, save_overlay
@@ -45,11 +46,19 @@ def folders(tmp_path):
 
 def test_case_ids_and_matching(folders):
     refs, preds = folders
-    assert case_id("12.img_seg.nii.gz") == case_id("12.label.nii.gz") == case_id("12.img.nii") == "12"
-    assert case_id("BraTS20_Training_001_seg.nii.gz") == "BraTS20_Training_001"
-    assert case_id("BraTS-GLI-00000-000-seg.nii.gz") == "BraTS-GLI-00000-000"
-    assert index_folder(refs)["1"].name == "1.label.nii.gz"
-    assert index_folder(refs, masks=False)["1"].name == "1.img.nii.gz"
+    markers = file_markers()
+    every = markers.masks + markers.images
+    assert case_id("12.img_seg.nii.gz", every) == case_id("12.label.nii.gz", every) == case_id("12.img.nii", every) \
+        == "12"
+    assert case_id("BraTS20_Training_001_seg.nii.gz", every) == "BraTS20_Training_001"
+    assert case_id("BraTS-GLI-00000-000-seg.nii.gz", every) == "BraTS-GLI-00000-000"
+    assert index_folder(refs, markers=markers)["1"].name == "1.label.nii.gz"
+    assert index_folder(refs, masks=False, markers=markers)["1"].name == "1.img.nii.gz"
+    # each adapter names its own cases; segvol's _seg is stripped for every dataset
+    imagecas, brats = get_adapter("imagecas"), get_adapter("brats")
+    assert imagecas.case_id("12.img_seg.nii.gz") == imagecas.case_id("12.label.nii.gz") == "12"
+    assert brats.case_id("BraTS20_Training_001_seg.nii.gz") == "BraTS20_Training_001"
+    assert case_id("12.label.nii.gz") == "12.label"  # no dataset's markers: only what segvol writes
 
 
 def test_folder_evaluation_files_and_values(folders, tmp_path, capsys):

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 
 from segvol.training import distributed as D
-from segvol.training.distributed import DistInfo, communication_device
+from segvol.distributed import DistInfo, communication_device
 
 
 def test_communication_device_follows_the_backend():

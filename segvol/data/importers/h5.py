@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from segvol.data.brats import MODALITIES, resolve_modalities
-from segvol.data.importers import CaseWriter, ImportReport
+from segvol.data.importers.writer import CaseWriter, ImportReport
 from segvol.data.phantoms.brats import brats_affine
 from segvol.errors import SegvolError, first_line
 

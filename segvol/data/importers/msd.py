@@ -16,7 +16,7 @@ from typing import cast
 
 import numpy as np
 
-from segvol.data.importers import CaseWriter, ImportReport
+from segvol.data.importers.writer import CaseWriter, ImportReport
 from segvol.errors import SegvolError, first_line
 
 __all__ = ["import_msd", "MSD_TO_BRATS", "DEFAULT_ORDER"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segvol.data.importers import CaseWriter, ImportReport
+from segvol.data.importers.writer import CaseWriter, ImportReport
 from segvol.errors import SegvolError
 
 __all__ = ["import_lgg_tiff", "DEFAULT_SPACING", "RGB_SEQUENCES"]
