@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -223,6 +224,36 @@ class MSD(DatasetAdapter):
 
     def evaluation_defaults(self) -> EvalDefaults:
         return EvalDefaults()
+
+    def is_case_folder(self, folder: Path, modalities: Sequence[str]) -> bool:
+        """For a model of several channels: a folder holding exactly one case's nnU-Net channel files
+        (``X_0000.nii.gz``, ``X_0001.nii.gz``, ...)."""
+        if len(modalities) < 2:
+            return False
+        try:
+            found = _scan_images(folder, len(modalities))
+        except (SegvolError, OSError):
+            return False
+        return len(found) == 1 and isinstance(next(iter(found.values())), list)
+
+    def case_input(self, item: Any, modalities: Sequence[str]) -> Any:
+        """A case folder -> its channel files in channel order (a missing or extra channel file is an error naming
+        it); a list of ``X_000k`` files -> ordered by ``k``; anything else as is."""
+        if isinstance(item, (str, os.PathLike)) and Path(item).is_dir() and len(modalities) > 1:
+            found = _scan_images(Path(item), len(modalities))
+            if len(found) != 1:
+                raise SegvolError(f"{item}: holds {len(found)} cases; a case folder holds the channel files of one "
+                                  f"case (X_0000.nii.gz ... X_{len(modalities) - 1:04d}.nii.gz)")
+            return next(iter(found.values()))
+        if isinstance(item, (list, tuple)) and len(item) > 1:
+            index = {}
+            for path in item:
+                match = _CHANNEL_FILE.match(nifti_stem(Path(path).name) or "")
+                if match is None:
+                    return list(item)
+                index[int(match.group(2))] = path
+            return [index[k] for k in range(len(item))] if sorted(index) == list(range(len(item))) else list(item)
+        return item
 
     def write_phantom_case(self, out: Path, index: int, size: str, seed: int) -> list[Path]:
         """A 2-channel MR-like case with a lesion and its core (:mod:`segvol.data.phantoms.msd`)."""

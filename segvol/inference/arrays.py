@@ -1,8 +1,9 @@
 """The in-memory entry point: one scan in, its mask out in the same kind (array, nibabel image or file).
 
 ``predict_array`` is to :func:`segvol.inference.predictor.infer_file` what TotalSegmentator's Python API is to its
-CLI: the same preprocessing, sliding window and inverse, with no file needed on either side. An array with its
-affine goes through the reader as the same data in a NIfTI file would, so the three kinds give one mask.
+CLI: the same preprocessing, sliding window and inverse (:func:`~segvol.inference.predictor.predict_scan`, the
+in-memory core both stand on), with no file needed on either side. An array with its affine goes through the
+reader as the same data in a NIfTI file would, so the three kinds give one mask; only a path is written.
 """
 
 from __future__ import annotations
@@ -34,21 +35,21 @@ def predict_array(model: LoadedModel, image: Any, affine: np.ndarray | None = No
     """
     from segvol.io.nifti import as_image, is_in_memory
     from segvol.inference.outputs import mask_path_for
-    from segvol.inference.predictor import infer_file
+    from segvol.inference.predictor import infer_file, predict_scan
 
-    options: dict[str, Any] = dict(sw_batch_size=sw_batch_size, overlap=overlap, tta=tta, amp=amp, overwrite=overwrite)
+    options: dict[str, Any] = dict(sw_batch_size=sw_batch_size, overlap=overlap, tta=tta, amp=amp)
     if isinstance(image, np.ndarray):
         if affine is None:
             raise SegvolError("predict_array: an array needs its affine (voxel -> scanner mm, 4x4)")
-        return infer_file(model, as_image(image, affine), None, **options).labels
+        return predict_scan(model, as_image(image, affine), **options)[0].labels
     if affine is not None:
         raise SegvolError("predict_array: affine= goes with an array; images and files carry their own")
     if is_in_memory(image):
-        return infer_file(model, image, None, **options).mask
+        return predict_scan(model, image, **options)[0].mask
     if not isinstance(image, (str, Path)):
         raise SegvolError(f"predict_array: expected an array, a nibabel image or a path, got {type(image).__name__}")
     target = Path(out) if out is not None else mask_path_for(image)
     from segvol.utils import check_writable_target
 
     check_writable_target(target, overwrite)
-    return infer_file(model, image, target, **options).output
+    return infer_file(model, image, target, overwrite=overwrite, **options).output

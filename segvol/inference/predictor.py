@@ -1,7 +1,8 @@
 """Whole-scan prediction: the training prefix, sliding windows, argmax, and the prefix's inverse.
 
 ``predict_volume`` is the array-level core (a preprocessed MetaTensor in, a label MetaTensor on the input grid
-out); ``infer_file`` wraps it with reading, geometry checks and an atomic write.
+out); ``predict_scan`` adds the geometry checks and returns a :class:`Prediction` in memory; ``infer_file`` wraps
+that with the output writers (atomic writes).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from segvol.io.nifti import (IN_MEMORY, check_image, check_volume, fast_nifti_re
 from segvol.inference.postprocess import postprocess
 from segvol.transforms import deterministic_prefix, inverse_transform
 
-__all__ = ["Prediction", "predict_volume", "infer_file", "regions_to_labels", "probabilities"]
+__all__ = ["Prediction", "predict_volume", "predict_scan", "infer_file", "regions_to_labels", "probabilities"]
 
 log = logging.getLogger(__name__)
 
@@ -284,10 +285,39 @@ def _input_grid(image_input: Any, channels: int = 1) -> Any:
     return refs[0]
 
 
+def predict_scan(model: LoadedModel, image_input: Any, sw_batch_size: int | None = None,
+                 overlap: float | str | None = None, progress: bool = False, tta: bool = False, amp: bool = False,
+                 extras: dict[str, Any] | None = None) -> tuple[Prediction, Any]:
+    """The in-memory core: predict one scan onto its own grid (shape and affine checked) and write nothing.
+
+    Args:
+        image_input: a NIfTI path, the sequence paths of one scan, a DICOM series folder, or the same in memory
+            (a nibabel image or a list of them).
+        extras: requests of :func:`predict_volume`, filled in place (``"image"``, ``"prob"``).
+
+    Returns:
+        The :class:`Prediction` (``mask`` a ``Nifti1Image`` for an in-memory input) and the input's grid: its
+        nibabel image (header kept) or, for a DICOM series, a :class:`~segvol.io.grid.Grid`.
+    """
+    if isinstance(image_input, (list, tuple)) and len(image_input) == 1:  # one sequence: the scan itself
+        image_input = image_input[0]
+    ref = _input_grid(image_input, int(model.task.in_channels))
+    labels, times = predict_volume(model, image_input, sw_batch_size, overlap, progress, tta, amp, extras)
+    array = labels[0].cpu().numpy().round().astype(np.uint8)
+    affine = np.asarray(torch.as_tensor(labels.affine).detach().cpu(), dtype=np.float64)  # meta may sit on the GPU
+    if ref is None:  # DICOM: the grid MONAI read (RAS, from ImagePositionPatient/Orientation and PixelSpacing)
+        ref = Grid(tuple(int(s) for s in array.shape), affine)
+    reason = grid_mismatch(ref, Grid(array.shape, affine))
+    if reason:
+        raise SegvolError(f"{_name(image_input)}: internal error: the prediction is not on the input's grid ({reason})")
+    mask = image_like(array, ref) if is_in_memory(image_input) else None
+    return Prediction(labels=array, affine=np.asarray(ref.affine), timings=times, mask=mask), ref
+
+
 def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path | None, sw_batch_size: int | None = None,
                overlap: float | str | None = None, progress: bool = False, tta: bool = False, amp: bool = False,
                outputs: Any = None, overwrite: bool = False) -> Prediction:
-    """Predict one scan and write its outputs on the scan's own grid (shape and affine checked).
+    """Predict one scan (:func:`predict_scan`) and write its outputs on the scan's own grid.
 
     Args:
         image_input: a NIfTI path, the sequence paths of one scan, a DICOM series folder, or the same in memory
@@ -301,27 +331,18 @@ def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path | None
     plan = outputs if outputs is not None else OutputPlan.of(None)
     if isinstance(image_input, (list, tuple)) and len(image_input) == 1:  # one sequence: the scan itself
         image_input = image_input[0]
-    ref = _input_grid(image_input, int(model.task.in_channels))
     targets = plan.targets(out_path) if out_path is not None else {}
     for target in targets.values():
         check_writable_target(target, overwrite)
     found = plan.wanted() if targets else {}
-    labels, times = predict_volume(model, image_input, sw_batch_size, overlap, progress, tta, amp, found)
-    array = labels[0].cpu().numpy().round().astype(np.uint8)
-    affine = np.asarray(torch.as_tensor(labels.affine).detach().cpu(), dtype=np.float64)  # meta may sit on the GPU
-    if ref is None:  # DICOM: the grid MONAI read (RAS, from ImagePositionPatient/Orientation and PixelSpacing)
-        ref = Grid(tuple(int(s) for s in array.shape), affine)
-    reason = grid_mismatch(ref, Grid(array.shape, affine))
-    if reason:
-        raise SegvolError(f"{_name(image_input)}: internal error: the prediction is not on the input's grid ({reason})")
+    pred, ref = predict_scan(model, image_input, sw_batch_size, overlap, progress, tta, amp, found)
+    if not targets:
+        return pred
     start = time.perf_counter()
-    files = plan.write(targets, OutputContext(array, ref, None if is_in_memory(image_input) else image_input, found,
-                                              model.task, overwrite)) if targets else {}
-    if targets:
-        times["save"] = time.perf_counter() - start
-    output = targets.get("seg")
-    mask: Any = output
-    if is_in_memory(image_input):
-        mask = image_like(array, ref)
-    return Prediction(labels=array, affine=np.asarray(ref.affine), output=output, timings=times, mask=mask,
-                      files=files)
+    pred.files = plan.write(targets, OutputContext(pred.labels, ref, None if is_in_memory(image_input) else
+                                                   image_input, found, model.task, overwrite))
+    pred.timings["save"] = time.perf_counter() - start
+    pred.output = targets.get("seg")
+    if not is_in_memory(image_input):
+        pred.mask = pred.output
+    return pred

@@ -152,3 +152,44 @@ def test_msd_phantom_learns_and_evaluates_per_class(tmp_path, msd_phantoms):
     assert pred.shape == image.shape[:3] and np.allclose(pred.affine, image.affine, atol=1e-4)
     assert set(np.unique(np.asanyarray(pred.dataobj))) == {0, 1, 2}
     assert all(float(r["dice"]) > 0.3 for r in rows)
+
+
+def test_nnunet_case_folder_is_one_multichannel_scan(tmp_path):
+    """The adapter, not BraTS naming, says what a case folder is: one case's X_0000/X_0001 files, in channel order."""
+    root = _v2_folder(tmp_path / "raw")
+    case = tmp_path / "case"
+    case.mkdir()
+    for c in (1, 0):  # written out of order on purpose
+        (case / f"liver_001_{c:04d}.nii.gz").write_bytes((root / "imagesTr" / f"liver_001_{c:04d}.nii.gz").read_bytes())
+    adapter, mods = get_adapter("nnunet"), ("CT", "CT")
+    assert adapter.is_case_folder(case, mods)
+    assert not adapter.is_case_folder(case, ("CT",))  # a one-channel model reads each file as a scan
+    assert not adapter.is_case_folder(root / "imagesTr", mods)  # three cases: a folder of scans
+    files = adapter.case_input(case, mods)
+    assert [f.rsplit("_", 1)[-1] for f in files] == ["0000.nii.gz", "0001.nii.gz"]
+    assert adapter.case_input([files[1], files[0]], mods) == files  # named channel files go in channel order
+    (case / "liver_001_0001.nii.gz").unlink()
+    with pytest.raises(SegvolError, match="no liver_001_0001 file"):
+        adapter.case_input(case, mods)
+
+
+def test_nnunet_model_segments_a_case_folder(tmp_path):
+    """A 2-channel nnU-Net model: a case folder and its two files in any order give one mask on the scan's grid."""
+    root = _v2_folder(tmp_path / "raw")
+    cfg = load_config(str(REPO / "configs" / "tiny-msd.yaml"),
+                      ["train.epochs=1", "train.steps_per_epoch=2", "train.max_val_cases=1"],
+                      data={"root": str(root)})
+    api.train(cfg=cfg, models_dir=tmp_path / "models", name="m", device="cpu", progress=False)
+    model = tmp_path / "models" / "m" / "best.pt"
+    case = tmp_path / "case"
+    case.mkdir()
+    for c in (0, 1):
+        (case / f"liver_002_{c:04d}.nii.gz").write_bytes((root / "imagesTr" / f"liver_002_{c:04d}.nii.gz").read_bytes())
+    [folder_pred] = api.infer(inputs=[case], model=model, out_dir=tmp_path / "out", device="cpu")
+    assert folder_pred.output == tmp_path / "out" / "case_seg.nii.gz"
+    files = sorted(case.iterdir(), reverse=True)  # 0001 first: put back in channel order by the adapter
+    [files_pred] = api.infer(inputs=[files], model=model, out=tmp_path / "files_seg.nii.gz", device="cpu")
+    image = nib.load(str(files[0]))
+    seg = nib.load(str(folder_pred.output))
+    assert seg.shape == image.shape and np.allclose(seg.affine, image.affine, atol=1e-4)
+    assert np.array_equal(folder_pred.labels, files_pred.labels)

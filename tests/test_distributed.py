@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from segvol.training import distributed as D
+from segvol import distributed as D
 from segvol.distributed import DistInfo, communication_device
 
 
