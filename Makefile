@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0 \
 	  || $(PY) -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-pin.txt
+	$(PY) -m pip install --quiet -e ".[dev]" -c $(VENV)/torch-pin.txt  # nnunetv2 must not swap the CPU torch
 	touch $(STAMP)
 
 setup: $(STAMP)

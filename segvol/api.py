@@ -12,17 +12,20 @@ from segvol.config import Config
 from segvol.errors import SegvolError
 
 if TYPE_CHECKING:  # torch-importing modules stay lazy: `segvol --help` must not import torch
+    from segvol.data.adapter import DatasetAdapter
     from segvol.data.importers import ImportReport
     from segvol.evaluation.evaluate import EvalResult
     from segvol.inference.export import ExportResult
     from segvol.inference.predictor import Prediction
+    from segvol.labels import TaskSpec
     from segvol.mesh import Mesh
+    from segvol.plan import Plan
     from segvol.training.caches import CacheInfo
     from segvol.training.trainer import FitResult
     from segvol.tree.outputs import TreeOutput
 
-__all__ = ["synth", "train", "export_onnx", "infer", "default_output", "import_data", "caches", "evaluate", "report",
-           "mesh", "tree", "preprocess", "resolve_records"]
+__all__ = ["synth", "plan", "train", "export_onnx", "infer", "default_output", "import_data", "caches", "evaluate",
+           "report", "mesh", "tree", "preprocess", "resolve_records"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,23 @@ def synth(*, dataset: str, out: str | Path, cases: int = 8, size: str = "small",
     return write(dataset, out, cases=cases, size=size, seed=seed, overwrite=overwrite, progress=progress, dicom=dicom)
 
 
-def resolve_records(cfg: Config) -> tuple[Any, Any, dict[str, list[dict]], dict[str, list[str]]]:
+def plan(*, dataset: str, data: str | Path, device: str = "auto", memory_gb: float | None = None,
+         out_yaml: str | Path | None = None, out_json: str | Path | None = None, base: str | None = None,
+         overwrite: bool = False, progress: bool = True, cache: bool = True) -> Plan:
+    """Fingerprint the dataset in ``data`` and plan its spacing, cropping, normalisation, patch and network
+    (docs/plan.md); write the plan as a config (``out_yaml``, ``base:`` + the planned sections) and as JSON when
+    asked. ``memory_gb`` is the budget (default: ``device``'s memory); ``base`` the preset under the plan."""
+    from segvol.plan import run_plan
+    from segvol.utils import check_writable_target
+
+    for target in (out_yaml, out_json):
+        if target is not None:
+            check_writable_target(target, overwrite)
+    return run_plan(dataset, data, device=device, memory_gb=memory_gb, out_yaml=out_yaml, out_json=out_json,
+                    base=base, progress=progress, cache=cache)
+
+
+def resolve_records(cfg: Config) -> tuple[DatasetAdapter, TaskSpec, dict[str, list[dict]], dict[str, list[str]]]:
     """Adapter, task spec, records grouped by split, and the split itself, for ``cfg.data``
     (:func:`segvol.training.run.resolve_records`)."""
     from segvol.training.run import resolve_records as resolve

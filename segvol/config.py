@@ -26,8 +26,10 @@ __all__ = [
     "AugmentConfig",
     "Config",
     "DataConfig",
+    "CHANNEL_SCHEMES",
     "INTENSITY_NORMS",
     "InferConfig",
+    "LocateConfig",
     "ModelConfig",
     "PreprocessConfig",
     "TrainConfig",
@@ -55,7 +57,8 @@ class DataConfig:
     num_workers: int = 0  # DataLoader workers (0 = in the main process)
 
 
-INTENSITY_NORMS = ("nonzero", "window", "window_nonzero")
+INTENSITY_NORMS = ("nonzero", "window", "window_nonzero", "channels")
+CHANNEL_SCHEMES = ("ct", "zscore", "zscore_nonzero", "none")  # preprocess.channels[i].scheme (docs/plan.md)
 LEGACY_INTENSITY_NORM = "window_nonzero"  # what a saved config without preprocess.intensity_norm was trained with
 
 
@@ -69,14 +72,25 @@ class PreprocessConfig:
     # else "nonzero". "window_nonzero" is the earlier CT mapping (window to [0, 1], then a non-zero z-score, which
     # puts air on the value of average tissue): saved configs without this key resolve to it, so older checkpoints
     # still infer as trained. See docs/normalisation.md.
+    # "channels": each channel by its own entry of ``channels`` (what ``segvol plan`` writes; "auto" resolves to it
+    # when ``channels`` is given).
     intensity_norm: str = "auto"
     roi_size: tuple[int, int, int] = (96, 96, 96)  # patch size for training and sliding-window inference
+    crop_nonzero: bool = False  # crop to the box of the non-zero voxels (any channel) before resampling; inverted
+    # One entry per image channel, in order: {name, scheme: ct|zscore|zscore_nonzero|none, clip: [lo, hi] | null,
+    # mean, std}. "ct": clip, then (x - mean) / std with the dataset's constants; "zscore": each image's own mean and
+    # std; "zscore_nonzero": the same inside the channel's non-zero voxels (the background stays 0). Empty = use
+    # intensity_norm. See docs/plan.md.
+    channels: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         norm = self.intensity_norm
         if norm == "auto":
-            norm = "window" if self.intensity_window is not None else "nonzero"
+            norm = "channels" if self.channels else "window" if self.intensity_window is not None else "nonzero"
             object.__setattr__(self, "intensity_norm", norm)
+        if norm == "channels" or self.channels:
+            object.__setattr__(self, "channels", _check_channels(self.channels, norm, self.intensity_window))
+            return
         if norm not in INTENSITY_NORMS:
             raise SegvolError(f"config preprocess.intensity_norm: {norm!r} is not one of auto, "
                               f"{', '.join(INTENSITY_NORMS)}")
@@ -88,6 +102,43 @@ class PreprocessConfig:
         if self.intensity_window is not None and not self.intensity_window[0] < self.intensity_window[1]:
             raise SegvolError(f"config preprocess.intensity_window: expected [lo, hi] with lo < hi, got "
                               f"{list(self.intensity_window)}")
+
+
+def _check_channels(channels: Any, norm: str, window: Any) -> tuple[dict[str, Any], ...]:
+    """Validate ``preprocess.channels`` (used when ``intensity_norm`` is ``channels``); returns plain entries."""
+    where = "config preprocess.channels"
+    if norm != "channels":
+        raise SegvolError(f"{where}: given, but preprocess.intensity_norm is {norm!r} (use 'channels' or 'auto')")
+    if not channels:
+        raise SegvolError(f"{where}: intensity_norm 'channels' needs one entry per image channel")
+    if window is not None:
+        raise SegvolError(f"{where}: per-channel normalisation takes no preprocess.intensity_window (set it to null)")
+    out = []
+    for i, entry in enumerate(channels):
+        if not isinstance(entry, dict):
+            raise SegvolError(f"{where}[{i}]: expected a mapping with name, scheme, clip, mean, std; got {entry!r}")
+        unknown = sorted(set(entry) - {"name", "scheme", "clip", "mean", "std"})
+        if unknown:
+            raise SegvolError(f"{where}[{i}]: unknown key(s) {', '.join(unknown)}; known: clip, mean, name, scheme, "
+                              f"std")
+        scheme = entry.get("scheme")
+        if scheme not in CHANNEL_SCHEMES:
+            raise SegvolError(f"{where}[{i}].scheme: {scheme!r} is not one of {', '.join(CHANNEL_SCHEMES)}")
+        clip, mean, std = entry.get("clip"), entry.get("mean"), entry.get("std")
+        if clip is not None:
+            if (not isinstance(clip, (list, tuple)) or len(clip) != 2
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in clip)
+                    or not clip[0] < clip[1]):
+                raise SegvolError(f"{where}[{i}].clip: expected [lo, hi] with lo < hi, or null; got {clip!r}")
+            clip = [float(clip[0]), float(clip[1])]
+        for key, value in (("mean", mean), ("std", std)):
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise SegvolError(f"{where}[{i}].{key}: expected a number or null, got {value!r}")
+        if scheme == "ct" and (clip is None or mean is None or std is None or not float(std) > 0):
+            raise SegvolError(f"{where}[{i}]: scheme 'ct' needs clip [lo, hi], mean and a std > 0")
+        out.append({"name": str(entry.get("name", f"channel{i}")), "scheme": scheme, "clip": clip,
+                    "mean": None if mean is None else float(mean), "std": None if std is None else float(std)})
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -167,6 +218,27 @@ class InferConfig:
 
 
 @dataclass(frozen=True)
+class LocateConfig:
+    """The coarse stage of a cascade (docs/cascade.md): a small network at low resolution finds the target, the
+    model of the other sections segments only that box (with ``margin_mm``) at ``preprocess.spacing``."""
+
+    enabled: bool = False  # train and infer as a cascade (locate, then segment the crop)
+    spacing: tuple[float, float, float] = (3.0, 3.0, 3.0)  # mm: the coarse stage's grid
+    roi_size: tuple[int, int, int] = (64, 64, 64)  # its patch (whole volumes at this spacing, mostly)
+    features: tuple[int, ...] = (8, 16, 32, 64, 128, 8)  # its BasicUNet
+    target_dilate_mm: float = 4.0  # it learns the label grown by this much, so thin vessels survive the coarse grid
+    margin_mm: float = 12.0  # the box around what it finds (inference) or around the label (fine-stage training)
+    epochs: int = 0  # its training epochs (0 = train.epochs)
+    steps_per_epoch: int = 0  # 0 = train.steps_per_epoch
+
+    def __post_init__(self) -> None:
+        if self.margin_mm < 0 or self.target_dilate_mm < 0:
+            raise SegvolError("config locate.margin_mm and locate.target_dilate_mm: must not be negative")
+        if any(float(s) <= 0 for s in self.spacing):
+            raise SegvolError(f"config locate.spacing: expected three positive numbers, got {list(self.spacing)}")
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -174,6 +246,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    locate: LocateConfig = field(default_factory=LocateConfig)
 
     def replace(self, **sections: Any) -> Config:
         """Return a copy with ``section={key: value}`` overrides applied (same validation as YAML)."""

@@ -15,12 +15,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from monai import transforms as mt
 from monai.data import NibabelReader
 
 from segvol.config import Config
+from segvol.errors import SegvolError
 
-__all__ = ["deterministic_prefix", "intensity_steps", "load_images", "ThreadSafeNibabelReader",
+__all__ = ["deterministic_prefix", "intensity_steps", "load_images", "ThreadSafeNibabelReader", "ChannelNormalize",
+           "ChannelNormalized", "nonzero_voxels",
            "random_part", "build_transforms", "inverse_transform", "crop_indices",
            "INDEX_KEYS", "MAX_BG_INDICES"]
 
@@ -76,8 +79,10 @@ def deterministic_prefix(cfg: Config, keys: Sequence[str] = ("image", "label"),
     ]
     if has_label:
         steps += list(label_transforms)
+    steps.append(mt.Orientationd(keys=keys, axcodes=pp.orientation))
+    if pp.crop_nonzero:  # the box of the non-zero voxels of any image channel (nnU-Net's crop); inverted at inference
+        steps.append(mt.CropForegroundd(keys=keys, source_key="image", select_fn=nonzero_voxels, allow_smaller=True))
     steps += [
-        mt.Orientationd(keys=keys, axcodes=pp.orientation),
         mt.Spacingd(keys=keys, pixdim=pp.spacing, mode=modes, dtype=np.float32),  # float64 by default: 2x the memory
     ]
     steps += intensity_steps(cfg)
@@ -91,16 +96,79 @@ def intensity_steps(cfg: Config) -> list[Any]:
     - ``window`` (CT): clip HU to ``intensity_window`` (mapped to [0, 1]), then z-score over all voxels: one
       increasing linear map per scan, so HU order is kept (air <= fat < muscle < lumen).
     - ``nonzero`` (MRI): z-score over each channel's non-zero voxels; the background stays 0.
+    - ``channels`` (``segvol plan``): each channel by its entry of ``preprocess.channels`` (:class:`ChannelNormalize`).
     - ``window_nonzero``: the mapping of checkpoints saved before ``intensity_norm`` existed (window, then the
       non-zero z-score: clipped air becomes 0, the mean of the tissue), kept so they infer as trained.
     """
     pp = cfg.preprocess
+    if pp.intensity_norm == "channels":
+        return [ChannelNormalized(keys="image", channels=pp.channels)]
     steps: list[Any] = []
     if pp.intensity_norm in ("window", "window_nonzero"):
         lo, hi = pp.intensity_window  # type: ignore[misc]  # the config requires a window for these
         steps.append(mt.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
     steps.append(mt.NormalizeIntensityd(keys="image", nonzero=pp.intensity_norm != "window", channel_wise=True))
     return steps
+
+
+def nonzero_voxels(x: Any) -> Any:
+    """``x != 0``: the voxels ``CropForegroundd`` keeps the box of (MONAI's default, ``x > 0``, drops negative HU)."""
+    return x != 0
+
+
+class ChannelNormalize(mt.Transform):
+    """Normalise each channel of a ``(C, ...)`` image by its own scheme (``preprocess.channels``, docs/plan.md).
+
+    - ``ct``: clip to ``clip``, then ``(x - mean) / std`` with the dataset's constants: one increasing map.
+    - ``zscore``: the image's own mean and std over all voxels.
+    - ``zscore_nonzero``: the same over the channel's non-zero voxels; the background stays 0.
+    - ``none``: unchanged.
+
+    A ``clip`` on a z-score channel is applied before its statistics are taken.
+    """
+
+    backend = mt.NormalizeIntensity.backend
+
+    def __init__(self, channels: Sequence[dict[str, Any]]) -> None:
+        self.channels = [dict(c) for c in channels]
+        self._zscore = mt.NormalizeIntensity(nonzero=False)
+        self._nonzero = mt.NormalizeIntensity(nonzero=True)
+
+    def __call__(self, img: Any) -> Any:
+        if img.shape[0] != len(self.channels):
+            raise SegvolError(f"preprocess.channels names {len(self.channels)} channel(s), the image has "
+                              f"{img.shape[0]}")
+        tensor = isinstance(img, torch.Tensor)
+        parts = []
+        for c, entry in enumerate(self.channels):
+            x = img[c:c + 1]
+            if entry.get("clip") is not None:
+                lo, hi = entry["clip"]
+                x = x.clamp(lo, hi) if tensor else np.clip(x, lo, hi)
+            if entry["scheme"] == "ct":
+                x = (x - entry["mean"]) / entry["std"]
+            elif entry["scheme"] == "zscore":
+                x = self._zscore(x)
+            elif entry["scheme"] == "zscore_nonzero":
+                x = self._nonzero(x)
+            parts.append(x)
+        return torch.cat(parts, dim=0) if tensor else np.concatenate(parts, axis=0)
+
+
+class ChannelNormalized(mt.MapTransform):
+    """Dictionary twin of :class:`ChannelNormalize`."""
+
+    backend = ChannelNormalize.backend
+
+    def __init__(self, keys: Any, channels: Sequence[dict[str, Any]], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.normalize = ChannelNormalize(channels)
+
+    def __call__(self, data: Any) -> dict[Any, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.normalize(d[key])
+        return d
 
 
 def _compact_indices(indices: Any, limit: int | None = None) -> np.ndarray:

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from segvol.cli import data, evaluate, infer, train, tools, tree
+from segvol.cli import data, evaluate, infer, plan, train, tools, tree
 from segvol.errors import SegvolError, first_line
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -22,7 +22,8 @@ log = logging.getLogger("segvol")
 
 # argparse only (no torch): the command order of ``segvol --help``
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
-    **data.COMMANDS, **train.COMMANDS, **infer.COMMANDS, **evaluate.COMMANDS, **tree.COMMANDS, **tools.COMMANDS,
+    **data.COMMANDS, **plan.COMMANDS, **train.COMMANDS, **infer.COMMANDS, **evaluate.COMMANDS, **tree.COMMANDS,
+    **tools.COMMANDS,
 }
 
 
@@ -50,13 +51,18 @@ def _version() -> str:
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    # segvol's own logger speaks at ``level``; other libraries' loggers (MONAI's LoadImage announces every reader
+    # that fails before segvol's one-line error, pydicom and highdicom warn about header values) only at warnings
+    # and above, and only with --verbose below errors
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("segvol").setLevel(level)
-    for noisy in ("monai", "torch", "onnxscript", "onnx_ir"):
-        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+    for noisy in ("monai", "torch", "onnxscript", "onnx_ir", "LoadImage", "LoadImaged", "pydicom", "highdicom",
+                  "dicomweb_client", "py.warnings"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else max(level, logging.ERROR))
     if not verbose:  # library deprecation chatter is for developers, not users
         import warnings
 
+        logging.captureWarnings(True)  # library warnings go to "py.warnings", shown with --verbose
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"(monai|torch)\.")

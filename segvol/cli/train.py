@@ -25,6 +25,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue models/<run> from its last.pt exactly where it stopped")
     p.add_argument("--epochs", type=_positive_int, default=None, help="with --resume: extend the run to N epochs")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--plan", dest="plan", action="store_true", default=None,
+                     help="plan the dataset first (segvol plan) and train with the plan; the default for datasets "
+                          "that plan by default (msd/nnunet) unless --config is given")
+    how.add_argument("--no-plan", dest="plan", action="store_false", help="train with the dataset's preset instead")
 
 
 def _default_preset() -> str:
@@ -35,10 +40,40 @@ def _default_preset() -> str:
     return adapter.preset or adapter.name
 
 
+def _wants_plan(args: argparse.Namespace) -> bool:
+    """``--plan``; or, without ``--config`` and ``--no-plan``, a dataset that plans by default (msd/nnunet)."""
+    if args.plan is not None:
+        return bool(args.plan)
+    if args.config or not args.dataset:
+        return False
+    from segvol.data.registry import get_adapter
+
+    return get_adapter(args.dataset).plans_by_default
+
+
+def _planned_config(args: argparse.Namespace):  # noqa: ANN202
+    """Plan the dataset (printed), then the planned config with ``--set`` on top."""
+    import logging
+
+    from segvol import api
+    from segvol.data.registry import DEFAULT_DATASET
+    from segvol.plan import plan_table, plan_to_config
+
+    dataset = args.dataset or DEFAULT_DATASET
+    data = args.data or f"data/{dataset}"
+    plan = api.plan(dataset=dataset, data=data, device=args.device or "auto", base=args.config,
+                    progress=not args.quiet)
+    logging.getLogger("segvol").info("%s", plan_table(plan))
+    return plan_to_config(plan, args.overrides)
+
+
 def _load_train_config(args: argparse.Namespace):  # noqa: ANN202
     from segvol.config import load_config
 
     from segvol.data.registry import get_adapter
+
+    if _wants_plan(args):
+        return _planned_config(args)
 
     sections: dict = {}
     data = {}

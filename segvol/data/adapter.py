@@ -74,6 +74,8 @@ class DatasetAdapter(ABC):
             segvol's own ``_seg`` to make case ids and preferred in folders of masks.
         image_markers: name endings of its scans (``.img``), stripped to make case ids.
         region_scheme: the dataset's overlapping regions, when its labels score as regions (BraTS TC/WT/ET).
+        plans_by_default: ``segvol train --dataset NAME`` plans the dataset (``segvol plan``) instead of using the
+            preset, unless a config is given or ``--no-plan``.
     """
 
     name: ClassVar[str]
@@ -84,6 +86,7 @@ class DatasetAdapter(ABC):
     mask_markers: ClassVar[tuple[str, ...]] = ()
     image_markers: ClassVar[tuple[str, ...]] = ()
     region_scheme: ClassVar[RegionScheme | None] = None
+    plans_by_default: ClassVar[bool] = False
 
     # ------------------------------------------------------------------------------------------------- records
     @abstractmethod

@@ -159,6 +159,7 @@ class MSD(DatasetAdapter):
     modality = "MR"  # until dataset.json says CT (modality_of)
     label_modes = ("multi", "binary")
     preset = "msd"
+    plans_by_default = True  # a new dataset trains with its own plan (segvol plan), not one fixed recipe
 
     def find_records(self, root: str | Path, modalities: Sequence[str] = (), require_labels: bool = True
                      ) -> list[Record]:
@@ -200,7 +201,10 @@ class MSD(DatasetAdapter):
         raise SegvolError(f"data.labels={cfg.data.labels!r}: {self.name} offers {' or '.join(self.label_modes)}")
 
     def configure(self, cfg: Config) -> Config:
-        """The intensity scheme of the modality ``dataset.json`` names: CT's for CT, MRI's otherwise."""
+        """The intensity scheme of the modality ``dataset.json`` names: CT's for CT, MRI's otherwise; a planned
+        config (per-channel normalisation from ``segvol plan``) is kept as planned."""
+        if cfg.preprocess.intensity_norm == "channels":
+            return cfg
         meta = read_meta(cfg.data.root)
         scheme: dict[str, Any]
         if meta.modality == "CT" and cfg.preprocess.intensity_window is not None:
