@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # torch-importing modules stay lazy: `segvol --help` must not
     from segvol.evaluation.evaluate import EvalResult
     from segvol.inference.export import ExportResult
     from segvol.inference.predictor import Prediction
+    from segvol.io.dicom_series import DicomSeries
     from segvol.labels import TaskSpec
     from segvol.mesh import Mesh
     from segvol.plan import Plan
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # torch-importing modules stay lazy: `segvol --help` must not
     from segvol.tree.outputs import TreeOutput
 
 __all__ = ["synth", "plan", "train", "export_onnx", "infer", "default_output", "import_data", "caches", "evaluate",
-           "report", "mesh", "tree", "preprocess", "resolve_records"]
+           "report", "mesh", "tree", "preprocess", "resolve_records", "list_series"]
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,16 @@ def export_onnx(*, checkpoint: str | Path | None = None, out: str | Path = "mode
                 models_dir: str | Path = "models", overwrite: bool = False) -> ExportResult:
     """Export a checkpoint (default: the newest run's ``best.pt``) to ONNX and check it under ONNX Runtime."""
     from segvol.checkpoint import load_checkpoint, newest_run
-    from segvol.inference.export import export_onnx_file
+    from segvol.inference.export import export_onnx_file, locator_path
     from segvol.utils import check_writable_target
 
     ckpt_path = Path(checkpoint) if checkpoint else newest_run(models_dir)
     check_writable_target(out, overwrite)
+    ckpt = load_checkpoint(ckpt_path)
+    if "locator" in ckpt:  # a cascade: its coarse stage goes beside ``out``
+        check_writable_target(locator_path(out), overwrite)
     log.info("exporting %s -> %s", ckpt_path, out)
-    return export_onnx_file(dict(load_checkpoint(ckpt_path)), out)
+    return export_onnx_file(dict(ckpt), out)
 
 
 def default_output(image: Any, out_dir: str | Path | None = None) -> Path | None:
@@ -104,7 +108,8 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
           out_dir: str | Path | None = None, device: str = "auto", sw_batch_size: int | None = None,
           overlap: float | str | None = None, overwrite: bool = False, models_dir: str | Path = "models",
           progress: bool = False, tta: bool = False, amp: bool = False,
-          outputs: str | Sequence[str] | None = None) -> list[Prediction]:
+          outputs: str | Sequence[str] | None = None, series: str | None = None,
+          store: bool = False) -> list[Prediction]:
     """Segment each input scan and write its outputs on the scan's own grid. Returns one Prediction per input.
 
     An input is a scan file, a glob, a folder of scans, a DICOM series folder (or a folder of them), a list of files
@@ -117,6 +122,10 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
     ``seg``). Outputs that would collide, replace an input or (without ``overwrite``) an existing file are refused
     before any work. ``tta`` averages the predictions over three axis flips; ``amp`` runs PyTorch models in bf16 on
     CUDA. The model defaults to ``<models_dir>/model.onnx``, else the newest run's ``best.pt``.
+
+    DICOM (docs/dicom.md): ``series`` picks the series of a DICOM folder by SeriesInstanceUID, number or description
+    (default: the largest axial volume of the model's modality); an input may be a DICOMweb series URL, and
+    ``store`` stores the DICOM outputs (``dicom-seg``, ``rtstruct``) back to that server.
     """
     from segvol.checkpoint import default_model
     from segvol.inference.batch import infer_batch
@@ -125,7 +134,23 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
         raise SegvolError("no input scans given")
     return infer_batch(list(inputs), model or default_model(models_dir), out=out, out_dir=out_dir, device=device,
                        sw_batch_size=sw_batch_size, overlap=overlap, overwrite=overwrite, progress=progress, tta=tta,
-                       amp=amp, outputs=outputs)
+                       amp=amp, outputs=outputs, series=series, store=store)
+
+
+def list_series(*, inputs: Sequence[str | Path]) -> list[tuple[Path, list[DicomSeries]]]:
+    """The series of each DICOM folder in ``inputs``, largest first (headers only): what ``infer``'s ``series``
+    chooses from (docs/dicom.md)."""
+    from segvol.io.dicom import is_series_folder
+    from segvol.io.dicom_series import find_series
+
+    if not inputs:
+        raise SegvolError("--list-series: name the DICOM folder(s) to list")
+    found = []
+    for item in inputs:
+        if not is_series_folder(item):
+            raise SegvolError(f"{item}: --list-series lists DICOM folders; this is not one")
+        found.append((Path(item), find_series(item)))
+    return found
 
 
 def import_data(*, fmt: str, src: str | Path, out: str | Path, overwrite: bool = False,

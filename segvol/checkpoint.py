@@ -42,6 +42,7 @@ class Checkpoint(TypedDict, total=False):
     bad_validations: int  # validations without improvement (early stopping)
     finished: bool
     metrics: dict[str, float]  # the epoch's row of metrics.csv
+    locator: dict[str, Any]  # a cascade's coarse stage: its own config, network, task and state_dict
 
 
 def save_checkpoint(path: str | Path, payload: Checkpoint | dict[str, Any]) -> None:

@@ -273,12 +273,14 @@ def test_sigkill_during_checkpoint_writes_leaves_a_loadable_file(tmp_path, delay
 
 
 def test_run_folders_are_never_reused(tmp_path):
-    first = api._new_run_dir(tmp_path, "run1", "imagecas")
+    from segvol.training.run import new_run_dir
+
+    first = new_run_dir(tmp_path, "run1", "imagecas")
     (first / "best.pt").write_bytes(b"keep")
     with pytest.raises(SegvolError, match="run1: run folder already exists"):
-        api._new_run_dir(tmp_path, "run1", "imagecas")
+        new_run_dir(tmp_path, "run1", "imagecas")
     with pytest.raises(SegvolError, match="plain folder name"):
-        api._new_run_dir(tmp_path, "../elsewhere", "imagecas")
+        new_run_dir(tmp_path, "../elsewhere", "imagecas")
     assert (first / "best.pt").read_bytes() == b"keep"
 
 

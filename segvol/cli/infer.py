@@ -14,8 +14,9 @@ __all__ = ["COMMANDS"]
 
 def _add_infer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("infer", help="segment scans; masks land on each scan's own grid")
-    p.add_argument("inputs", nargs="*", help=".nii/.nii.gz scan(s), folders or globs of them, DICOM series "
-                                             "folder(s), or BraTS case folder(s)")
+    p.add_argument("inputs", nargs="*", help=".nii/.nii.gz scan(s), folders or globs of them, DICOM folder(s), "
+                                             "DICOMweb series URL(s) (<server>/dicom-web/studies/<uid>/series/"
+                                             "<uid>), or BraTS case folder(s)")
     p.add_argument("--image", nargs="+", default=None, metavar="FILE",
                    help="the sequence files of ONE multi-channel scan, e.g. flair t1 t1ce t2 (named files are put in "
                         "the model's order; otherwise give them in that order)")
@@ -39,24 +40,47 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     alias.add_argument("--tree", action="store_true", help="= --output seg,tree (artery tree folder, see segvol tree)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--models", default="models")
+    dicom = p.add_argument_group("DICOM (see docs/dicom.md)")
+    dicom.add_argument("--list-series", action="store_true",
+                       help="list the series of each DICOM folder (number, description, modality, slices, kind, "
+                            "SeriesInstanceUID) and exit")
+    dicom.add_argument("--series", default=None, metavar="UID|NUMBER|DESCRIPTION",
+                       help="the series to segment in a DICOM folder of several (default: the largest axial volume "
+                            "of the model's modality, said in a log line)")
+    dicom.add_argument("--store", action="store_true",
+                       help="store the DICOM outputs (dicom-seg, rtstruct) back to the DICOMweb server the input URL "
+                            "names")
 
 
 def _run_infer(args: argparse.Namespace) -> int:
     from segvol import api
 
+    if args.list_series:
+        print(_list_series(args.inputs))
+        return 0
     inputs = list(args.inputs) + ([args.image] if args.image else [])
     results = api.infer(inputs=inputs, model=args.model, out=args.out, out_dir=args.out_dir,
                         device=args.device, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
                         overwrite=args.overwrite, models_dir=args.models, progress=not args.quiet,
-                        tta=args.tta, amp=args.amp, outputs=_infer_outputs(args))
+                        tta=args.tta, amp=args.amp, outputs=_infer_outputs(args), series=args.series,
+                        store=args.store)
     if results:  # under torchrun, rank 0 holds every rank's rows
         print(_timing_table(results))
     return 0
 
 
+def _list_series(inputs: list[str]) -> str:
+    """The series table of each DICOM folder named (reads headers only; no model, no torch)."""
+    from segvol import api
+    from segvol.io.dicom_series import series_table
+
+    return "\n\n".join(f"{folder}:\n{series_table(found)}" for folder, found in api.list_series(inputs=inputs))
+
+
 _OUTPUT_HELP = ("seg (mask .nii.gz), prob (probabilities), overlay (PNG), gif (slice sweep), stl or ply (surface in "
-                "scanner mm), dicom-seg (DICOM Segmentation, DICOM inputs), tree (artery tree folder), and any "
-                "registered in segvol/inference/outputs.py; e.g. --output seg,overlay,stl")
+                "scanner mm), dicom-seg (DICOM Segmentation, DICOM inputs), rtstruct (RT Structure Set, DICOM "
+                "inputs), tree (artery tree folder), and any registered in segvol/inference/outputs.py; e.g. "
+                "--output seg,overlay,stl")
 
 
 def _infer_outputs(args: argparse.Namespace) -> list[str]:

@@ -15,10 +15,11 @@ from segvol.config import Config, config_from_dict
 from segvol.labels import TaskSpec
 from segvol.errors import SegvolError, first_line
 
-__all__ = ["LoadedModel", "load_model", "require_device", "ONNX_META_KEYS", "session_options"]
+__all__ = ["LoadedModel", "load_model", "require_device", "ONNX_META_KEYS", "LOCATOR_META_KEY", "session_options"]
 
 log = logging.getLogger(__name__)
 ONNX_META_KEYS = ("segvol_config", "segvol_network", "segvol_task")
+LOCATOR_META_KEY = "segvol_locator"  # a cascade's ONNX file names its coarse stage's file, beside it
 
 
 @dataclass
@@ -33,6 +34,7 @@ class LoadedModel:
     device: torch.device
     path: Path
     provider: str = ""  # what actually runs it: the torch device, or ONNX Runtime's first execution provider
+    locator: LoadedModel | None = None  # a cascade's coarse stage (docs/cascade.md), loaded with it
 
     @property
     def dataset(self) -> str:
@@ -62,10 +64,18 @@ def require_device(model: LoadedModel, device: torch.device) -> None:
 
 
 def _load_torch(path: Path, device: torch.device) -> LoadedModel:
-    from segvol.networks import build_network
     from segvol.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
+    loaded = _from_checkpoint(dict(ckpt), path, device)
+    if "locator" in ckpt:  # a cascade: its coarse stage travels inside the checkpoint
+        loaded.locator = _from_checkpoint(dict(ckpt["locator"]), path, device)
+    return loaded
+
+
+def _from_checkpoint(ckpt: dict[str, Any], path: Path, device: torch.device) -> LoadedModel:
+    from segvol.networks import build_network
+
     model = build_network(ckpt["network"])
     try:
         model.load_state_dict(ckpt["state_dict"])
@@ -134,4 +144,11 @@ def _load_onnx(path: Path, device: torch.device) -> LoadedModel:
         out = session.run(None, {inp.name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
         return torch.from_numpy(out)
 
-    return LoadedModel(predict, cfg, task, network, "onnxruntime", torch.device("cpu"), path, provider=provider)
+    loaded = LoadedModel(predict, cfg, task, network, "onnxruntime", torch.device("cpu"), path, provider=provider)
+    if meta.get(LOCATOR_META_KEY):  # a cascade: its coarse stage's file lies beside this one
+        locator = path.parent / json.loads(meta[LOCATOR_META_KEY])
+        if not locator.is_file():
+            raise SegvolError(f"{path}: its coarse stage {locator.name} is missing; keep the two files of a cascade "
+                              f"together (segvol export-onnx writes both)")
+        loaded.locator = _load_onnx(locator, device)
+    return loaded

@@ -17,7 +17,7 @@ import torch
 from segvol.errors import SegvolError
 from segvol.utils import atomic_path
 
-__all__ = ["ExportResult", "export_onnx_file", "TOLERANCE"]
+__all__ = ["ExportResult", "export_onnx_file", "locator_path", "TOLERANCE"]
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-3  # max abs logit difference accepted between PyTorch and ONNX Runtime
@@ -34,6 +34,7 @@ class ExportResult:
         checked_shapes: the input shapes the two were compared on.
         tolerance: the largest difference the export accepts (it fails, writing nothing, above it).
         divisor: what each dynamic spatial axis must be a multiple of (the network's downsampling).
+        locator: a cascade's coarse stage, exported beside ``path`` (``model.locate.onnx``), or None.
     """
 
     path: Path
@@ -42,6 +43,7 @@ class ExportResult:
     checked_shapes: list[tuple[int, ...]]
     tolerance: float = TOLERANCE
     divisor: tuple[int, int, int] = (16, 16, 16)
+    locator: ExportResult | None = None
 
 
 def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, divisor: tuple[int, int, int] = (16, 16, 16)
@@ -83,8 +85,34 @@ def _parity(model: torch.nn.Module, path: Path, shapes: list[tuple[int, ...]]) -
     return worst
 
 
+def locator_path(out: str | Path) -> Path:
+    """Where a cascade's coarse stage goes beside its ONNX file: ``model.onnx`` -> ``model.locate.onnx``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.locate{out.suffix or '.onnx'}")
+
+
 def export_onnx_file(ckpt: dict, out: str | Path, tolerance: float = TOLERANCE) -> ExportResult:
-    """Export a loaded checkpoint to ``out``; check the graph; compare with PyTorch; embed segvol metadata."""
+    """Export a loaded checkpoint to ``out``; check the graph; compare with PyTorch; embed segvol metadata.
+
+    A cascade's checkpoint (one with a ``locator``) becomes two files found together: its coarse stage at
+    :func:`locator_path` and the fine stage at ``out``, whose metadata names the other; when the second export fails
+    the first file is removed again.
+    """
+    if "locator" not in ckpt:
+        return _export_one(ckpt, out, tolerance)
+    coarse_path = locator_path(out)
+    coarse = _export_one(dict(ckpt["locator"]), coarse_path, tolerance)
+    try:
+        fine = _export_one(ckpt, out, tolerance, extra_meta={"segvol_locator": coarse_path.name})
+    except BaseException:
+        coarse_path.unlink(missing_ok=True)
+        raise
+    fine.locator = coarse
+    return fine
+
+
+def _export_one(ckpt: dict, out: str | Path, tolerance: float, extra_meta: dict[str, Any] | None = None
+                ) -> ExportResult:
     import onnx
 
     from segvol.networks import build_network, shape_divisor
@@ -100,7 +128,8 @@ def export_onnx_file(ckpt: dict, out: str | Path, tolerance: float = TOLERANCE) 
         dynamic = _export(model, torch.zeros(1, channels, *roi), tmp, divisor)
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto, full_check=True)
-        meta = {"segvol_config": ckpt["config"], "segvol_network": ckpt["network"], "segvol_task": ckpt["task"]}
+        meta = {"segvol_config": ckpt["config"], "segvol_network": ckpt["network"], "segvol_task": ckpt["task"],
+                **(extra_meta or {})}
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, json.dumps(value)

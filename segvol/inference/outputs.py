@@ -19,6 +19,8 @@ name           file                           content
 ``ply``        ``scan_seg.ply``               when there are several)
 ``dicom-seg``  ``scan_seg.dcm``               DICOM Segmentation object referencing the source series (DICOM
                                               inputs only; :mod:`segvol.inference.dicom_seg`, needs highdicom)
+``rtstruct``   ``scan_rtstruct.dcm``          RT Structure Set of the same segments (DICOM inputs only;
+                                              :mod:`segvol.inference.rtstruct`, needs rt-utils)
 ``tree``       ``scan_seg_tree/``             artery tree of a vessel mask (``segvol tree``: tree.json,
                                               segments.csv, centrelines.vtk, pictures; :mod:`segvol.tree`)
 =============  =============================  ==============================================================
@@ -48,10 +50,12 @@ from segvol.labels import TaskSpec
 from segvol.errors import SegvolError
 
 __all__ = ["Writer", "OutputContext", "OutputPlan", "WRITERS", "register_writer", "resolve_writers",
-           "parse_outputs", "mask_path_for", "DEFAULT_OUTPUTS"]
+           "parse_outputs", "mask_path_for", "DEFAULT_OUTPUTS", "REFERENCING"]
 
 log = logging.getLogger(__name__)
 DEFAULT_OUTPUTS = ("seg",)
+# outputs that reference their DICOM source series: its UIDs are checked before any work
+REFERENCING = frozenset({"dicom-seg", "rtstruct"})
 
 
 @dataclass
@@ -253,12 +257,19 @@ def _write_dicom_seg(target: Path, out: OutputContext) -> Path:
     return write_dicom_seg(target, out)
 
 
+def _write_rtstruct(target: Path, out: OutputContext) -> Path | None:
+    from segvol.inference.rtstruct import write_rtstruct
+
+    return write_rtstruct(target, out)
+
+
 def _dicom_only(source: Any) -> str | None:
     from segvol.io.dicom import is_series_folder
+    from segvol.io.dicom_series import DicomSeries
 
-    if isinstance(source, (str, Path)) and is_series_folder(source):
+    if isinstance(source, DicomSeries) or isinstance(source, (str, Path)) and is_series_folder(source):
         return None
-    return f"{source}: a DICOM Segmentation references a DICOM series; this input is not one"
+    return f"{source}: a DICOM output references a DICOM series; this input is not one"
 
 
 for _writer in (
@@ -270,6 +281,8 @@ for _writer in (
     Writer("ply", "{stem}.ply", _write_mesh, help="surface mesh in scanner mm, <scan>_seg.ply"),
     Writer("dicom-seg", "{stem}.dcm", _write_dicom_seg, help="DICOM Segmentation <scan>_seg.dcm for a DICOM series "
            "input (opens in OHIF and 3D Slicer; needs the 'dicom' extra)", accepts=_dicom_only),
+    Writer("rtstruct", "{base}_rtstruct.dcm", _write_rtstruct, help="RT Structure Set <scan>_rtstruct.dcm for a "
+           "DICOM series input (radiotherapy planning; needs the 'rtstruct' extra)", accepts=_dicom_only),
 ):
     register_writer(_writer)
 

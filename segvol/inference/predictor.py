@@ -144,9 +144,15 @@ class _Grids:
 
 
 def _load(prefix: Any, image_input: Any) -> dict[str, Any]:
+    from segvol.io.dicom_series import DicomSeries, staged_folder
+
     try:
-        data = load_in_memory(image_input) if is_in_memory(image_input) else \
-            prefix.transforms[0]({"image": image_input})
+        if isinstance(image_input, DicomSeries):  # the reader sees this series' files only, never two series
+            with staged_folder(image_input) as folder:
+                data = prefix.transforms[0]({"image": str(folder)})
+        else:
+            data = load_in_memory(image_input) if is_in_memory(image_input) else \
+                prefix.transforms[0]({"image": image_input})
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the file in the message
         cause = exc.__cause__ or exc
         raise SegvolError(f"{_name(image_input)}: cannot read the image data ({type(cause).__name__}: "
@@ -264,7 +270,11 @@ def _input_grid(image_input: Any, channels: int = 1) -> Any:
     of one scan must share it), or None for a DICOM series (its grid is what MONAI's reader returns, taken from the
     prediction). One image for a ``channels``-channel model is 4D."""
     from segvol.io.dicom import check_series, is_series_folder
+    from segvol.io.dicom_series import DicomSeries
 
+    if isinstance(image_input, DicomSeries):
+        check_series(image_input)  # every slice readable and present, one orientation, no tilt; else one line
+        return None
     items = list(image_input) if isinstance(image_input, (list, tuple)) else [image_input]
     per_item = channels if len(items) == 1 else None
     if is_in_memory(image_input):
@@ -285,15 +295,38 @@ def _input_grid(image_input: Any, channels: int = 1) -> Any:
     return refs[0]
 
 
+def _as_series(image_input: Any, model: LoadedModel) -> Any:
+    """A DICOM series folder -> its :class:`~segvol.io.dicom_series.DicomSeries` (the largest axial volume of the
+    model's modality when it holds several); anything else as is."""
+    from segvol.io.dicom import is_series_folder
+    from segvol.io.dicom_series import open_series
+
+    if isinstance(image_input, (str, Path)) and Path(image_input).is_dir() and is_series_folder(image_input):
+        return open_series(image_input, modality=_modality(model))
+    return image_input
+
+
+def _modality(model: LoadedModel) -> str:
+    """The imaging modality (CT, MR) of the model's dataset, or "" when unknown."""
+    from segvol.data.registry import get_adapter
+
+    try:
+        return str(get_adapter(model.dataset).modality or "")
+    except SegvolError:
+        return ""
+
+
 def predict_scan(model: LoadedModel, image_input: Any, sw_batch_size: int | None = None,
                  overlap: float | str | None = None, progress: bool = False, tta: bool = False, amp: bool = False,
-                 extras: dict[str, Any] | None = None) -> tuple[Prediction, Any]:
+                 extras: dict[str, Any] | None = None, locate: bool = True) -> tuple[Prediction, Any]:
     """The in-memory core: predict one scan onto its own grid (shape and affine checked) and write nothing.
 
     Args:
         image_input: a NIfTI path, the sequence paths of one scan, a DICOM series folder, or the same in memory
             (a nibabel image or a list of them).
         extras: requests of :func:`predict_volume`, filled in place (``"image"``, ``"prob"``).
+        locate: for a cascade model, locate the target with its coarse stage and segment only that box (False:
+            the fine stage over the whole scan, ``--no-locate``).
 
     Returns:
         The :class:`Prediction` (``mask`` a ``Nifti1Image`` for an in-memory input) and the input's grid: its
@@ -301,6 +334,9 @@ def predict_scan(model: LoadedModel, image_input: Any, sw_batch_size: int | None
     """
     if isinstance(image_input, (list, tuple)) and len(image_input) == 1:  # one sequence: the scan itself
         image_input = image_input[0]
+    image_input = _as_series(image_input, model)
+    if locate and model.locator is not None:
+        return _predict_located(model, image_input, sw_batch_size, overlap, progress, tta, amp, extras)
     ref = _input_grid(image_input, int(model.task.in_channels))
     labels, times = predict_volume(model, image_input, sw_batch_size, overlap, progress, tta, amp, extras)
     array = labels[0].cpu().numpy().round().astype(np.uint8)
@@ -312,6 +348,41 @@ def predict_scan(model: LoadedModel, image_input: Any, sw_batch_size: int | None
         raise SegvolError(f"{_name(image_input)}: internal error: the prediction is not on the input's grid ({reason})")
     mask = image_like(array, ref) if is_in_memory(image_input) else None
     return Prediction(labels=array, affine=np.asarray(ref.affine), timings=times, mask=mask), ref
+
+
+def _predict_located(model: LoadedModel, image_input: Any, sw_batch_size: int | None, overlap: float | str | None,
+                     progress: bool, tta: bool, amp: bool, extras: dict[str, Any] | None) -> tuple[Prediction, Any]:
+    """A cascade (:mod:`segvol.inference.cascade`): the coarse stage finds the target on the whole scan, the fine
+    stage segments the box around it, and its mask (and probabilities) are pasted back onto the scan's grid."""
+    from segvol.inference.cascade import box_text, crop_scan, located_box, paste, scan_in_memory
+
+    assert model.locator is not None
+    clock = time.perf_counter()
+    ref = _input_grid(image_input, int(model.task.in_channels))
+    scan = scan_in_memory(image_input)  # read once, for both stages
+    first = scan[0] if isinstance(scan, (list, tuple)) else scan
+    ref = ref if ref is not None else Grid(tuple(int(s) for s in first.shape[:3]), np.asarray(first.affine))
+    shape = tuple(int(s) for s in ref.shape[:3])
+    found, _ = predict_scan(model.locator, scan, sw_batch_size, overlap, amp=amp, locate=False)
+    box = located_box(found.labels, np.asarray(ref.affine), model.cfg.locate.margin_mm)
+    located = time.perf_counter() - clock
+    if box is None:
+        log.info("locate: the coarse stage found nothing; segmenting the whole scan")
+        part, _ = predict_scan(model, scan, sw_batch_size, overlap, progress, tta, amp, extras, locate=False)
+        labels = part.labels
+    else:
+        log.info("locate: %s", box_text(box, shape))
+        part, _ = predict_scan(model, crop_scan(scan, box), sw_batch_size, overlap, progress, tta, amp, extras,
+                               locate=False)
+        labels = paste(part.labels, box, shape)
+        if extras is not None and "prob" in extras:
+            extras["prob"] = paste(extras["prob"], box, shape, channels_first=True)
+        if extras is not None and "image" in extras:
+            data = np.asanyarray(first.dataobj)
+            extras["image"] = np.asarray(data[..., 0] if data.ndim == 4 else data, dtype=np.float32)
+    mask = image_like(labels, ref) if is_in_memory(image_input) else None
+    timings = {"locate": located, **part.timings}
+    return Prediction(labels=labels, affine=np.asarray(ref.affine), timings=timings, mask=mask), ref
 
 
 def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path | None, sw_batch_size: int | None = None,

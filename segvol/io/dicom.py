@@ -18,26 +18,18 @@ from typing import Any
 import numpy as np
 
 from segvol.errors import SegvolError, first_line
+from segvol.io.dicom_series import check_files, is_dicom_file
 from segvol.io.grid import Grid
 from segvol.utils import atomic_dir
 
-__all__ = ["is_dicom_file", "is_series_folder", "check_series", "read_series", "series_reader", "write_series"]
+__all__ = ["is_dicom_file", "is_series_folder", "check_files", "check_series", "read_series", "series_reader",
+           "write_series"]
 
 log = logging.getLogger(__name__)
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (its own inverse)
 # MONAI announces on every read that an optional GPU JPEG decoder is absent; pydicom's own decoders are used
 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-
-
-def is_dicom_file(path: str | Path) -> bool:
-    """A DICOM Part 10 file: the ``DICM`` magic at byte 128."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def is_series_folder(path: str | Path) -> bool:
@@ -56,54 +48,31 @@ def series_reader():  # noqa: ANN201  (a MONAI ImageReader)
     return PydicomReader()
 
 
-def check_series(folder: str | Path) -> int:
-    """Check every file of a DICOM series before it is read: each file readable with its whole pixel data, one
-    series, one slice size, and evenly spaced slice positions (a missing slice would silently stretch the
-    volume). Returns the number of slices; problems are one-line errors naming the file or folder."""
-    series_reader()
-    import pydicom
+def check_series(series: Any) -> int:
+    """Check a DICOM series before it is read (a :class:`~segvol.io.dicom_series.DicomSeries`, or a folder: its
+    largest image volume): every file readable with its whole pixel data, one slice size and orientation, no
+    gantry tilt, and evenly spaced slice positions (a missing slice would silently stretch the volume). Returns
+    the number of slices; problems are one-line errors naming the file or folder."""
+    from segvol.io.dicom_series import DicomSeries, open_series, validate_series
 
-    folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_dicom_file(p))
-    if len(files) < 2:
-        raise SegvolError(f"{folder}: a DICOM series needs at least 2 slices, found {len(files)}")
-    uids, sizes, positions, normal = set(), set(), [], None
-    for path in files:
-        try:
-            ds = pydicom.dcmread(str(path))
-            pixels = ds.PixelData
-            rows, cols = int(ds.Rows), int(ds.Columns)
-            position = np.array([float(v) for v in ds.ImagePositionPatient])
-            orientation = np.array([float(v) for v in ds.ImageOrientationPatient])
-        except Exception as exc:  # pydicom raises many types for broken files
-            raise SegvolError(f"{path}: not a readable DICOM image ({type(exc).__name__}: {first_line(exc)})") from exc
-        if not ds.file_meta.TransferSyntaxUID.is_compressed:
-            expected = rows * cols * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
-            if len(pixels) < expected:
-                raise SegvolError(f"{path}: truncated pixel data ({len(pixels)} of {expected} bytes)")
-        uids.add(str(ds.get("SeriesInstanceUID", "")))
-        sizes.add((rows, cols))
-        normal = np.cross(orientation[:3], orientation[3:]) if normal is None else normal
-        positions.append(float(position @ normal))
-    if len(uids) > 1:
-        raise SegvolError(f"{folder}: holds {len(uids)} DICOM series; put each series in its own folder")
-    if len(sizes) > 1:
-        raise SegvolError(f"{folder}: slices of different sizes {sorted(sizes)}")
-    gaps = np.diff(np.sort(positions))
-    if gaps.size and (gaps.min() <= 1e-3 or gaps.max() - gaps.min() > max(0.01, 0.05 * float(np.median(gaps)))):
-        raise SegvolError(f"{folder}: slice positions are not evenly spaced (gaps {gaps.min():.3g} to "
-                          f"{gaps.max():.3g} mm): a missing or duplicated slice?")
-    return len(files)
+    series = series if isinstance(series, DicomSeries) else open_series(series)
+    validate_series(series)
+    return len(series.files)
 
 
-def read_series(folder: str | Path) -> tuple[np.ndarray, Grid]:
-    """The volume (float32, HU after rescale) and grid of the DICOM series in ``folder``; errors name the folder."""
+def read_series(series: Any) -> tuple[np.ndarray, Grid]:
+    """The volume (float32, HU after rescale) and grid of a DICOM series (a
+    :class:`~segvol.io.dicom_series.DicomSeries`, or a folder: its largest image volume); errors name the folder."""
     from monai.transforms import LoadImage
 
-    folder = Path(folder)
-    check_series(folder)
+    from segvol.io.dicom_series import DicomSeries, open_series, staged_folder
+
+    series = series if isinstance(series, DicomSeries) else open_series(series)
+    folder = series.folder
+    check_series(series)
     try:
-        image = LoadImage(reader=series_reader(), image_only=True)(str(folder))
+        with staged_folder(series) as staged:
+            image = LoadImage(reader=series_reader(), image_only=True)(str(staged))
     except SegvolError:
         raise
     except Exception as exc:  # pydicom and MONAI raise many types for broken series
