@@ -205,26 +205,37 @@ def mesh(*, seg: str | Path, out: str | Path, smooth: int = 0, label: int | None
 
 def tree(*, mask: str | Path, out_dir: str | Path | None = None, label: int | None = None,
          spur_factor: float | None = None, narrowing: float | None = None, max_trees: int | None = None,
-         overwrite: bool = False) -> TreeOutput:
-    """Artery tree of a vessel mask file: centrelines, segments, radii and pictures in ``out_dir`` (default
-    ``<mask>_tree/``); returns a :class:`segvol.tree.outputs.TreeOutput`. ``spur_factor``, ``narrowing`` (a
-    fraction) and ``max_trees`` override :class:`segvol.tree.TreeSettings` (``max_trees=0``: every component).
-    See docs/tree.md."""
+         overwrite: bool = False, prob: str | Path | None = None, image: str | Path | None = None) -> TreeOutput:
+    """Artery tree of a vessel mask file: centrelines, cross-section radii, graded narrowings (CAD-RADS bands),
+    curved planar reformations and pictures in ``out_dir`` (default ``<mask>_tree/``); returns a
+    :class:`segvol.tree.outputs.TreeOutput`. ``spur_factor``, ``narrowing`` (the least diameter reduction flagged,
+    a fraction) and ``max_trees`` override :class:`segvol.tree.TreeSettings` (``max_trees=0``: every component).
+    ``prob``: a probability map on the mask's grid (``segvol infer --output prob``), cut instead of the mask for
+    sub-voxel sections; ``image``: the scan, shown in the reformations. See docs/tree.md."""
     from dataclasses import replace
 
+    from segvol.io.grid import grid_mismatch
+    from segvol.io.nifti import check_volume
     from segvol.tree import TreeSettings
     from segvol.tree.outputs import tree_file
+
+    reference = check_volume(mask, load_data=False)
+    for what, path in (("--prob", prob), ("--image", image)):
+        if path is not None:
+            reason = grid_mismatch(reference, check_volume(path, load_data=False))
+            if reason:
+                raise SegvolError(f"{path}: {what} must lie on the mask's grid ({reason})")
 
     settings = TreeSettings()
     if spur_factor is not None:
         settings = replace(settings, spur_factor=float(spur_factor))
     if narrowing is not None:
         if not 0.0 < narrowing < 1.0:
-            raise SegvolError(f"--narrowing {narrowing}: expected a fraction between 0 and 1, e.g. 0.4")
+            raise SegvolError(f"--narrowing {narrowing}: expected a fraction between 0 and 1, e.g. 0.45")
         settings = replace(settings, narrowing_fraction=float(narrowing))
     if max_trees is not None:
         settings = replace(settings, max_trees=int(max_trees) or None)
-    return tree_file(mask, out_dir, label=label, settings=settings, overwrite=overwrite)
+    return tree_file(mask, out_dir, label=label, settings=settings, overwrite=overwrite, prob=prob, image=image)
 
 
 def preprocess(*, scan: Any, out: str | Path, config: str | None = None, model: str | Path | None = None,

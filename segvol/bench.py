@@ -222,11 +222,26 @@ def _timed_once(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
+def _kimimaro_seconds(mask: Any, spacing: Any) -> float | None:
+    """Seconds of kimimaro's TEASAR skeleton of ``mask`` (one process), or None when kimimaro is not installed."""
+    try:
+        import kimimaro  # an independent skeletoniser, for comparison only (not a dependency of segvol)
+    except ImportError:
+        return None
+    import numpy as np
+
+    return _timed_once(lambda: kimimaro.skeletonize(
+        np.asarray(mask, np.uint8), anisotropy=tuple(float(s) for s in spacing), dust_threshold=100,
+        fix_branching=True, fix_borders=True, progress=False, parallel=1))[0]
+
+
 def tree(label_path: Path, seed: int = 0, noise_shape: tuple[int, int, int] = (200, 200, 120)) -> dict[str, Any]:
-    """``segvol tree``'s analysis (no files) of a phantom label; of the same label with speckle (a weakly trained
-    model's prediction: blobs in about 2 % of the volume, some touching the arteries); of smoothed noise filling
-    30 % of a ``noise_shape`` grid (an untrained model's: one network of thousands of junctions); and the
-    centreline metrics of ``segvol evaluate`` for the speckled mask against the label."""
+    """``segvol tree``'s analysis (no files) of a phantom label; its whole output folder (files and pictures, the
+    curved planar reformations included) and, when kimimaro is installed, kimimaro's TEASAR skeleton of the same
+    label; the analysis of the label with speckle (a weakly trained model's prediction: blobs in about 2 % of the
+    volume, some touching the arteries) and of smoothed noise filling 30 % of a ``noise_shape`` grid (an untrained
+    model's: one network of thousands of junctions); and the centreline metrics of ``segvol evaluate`` for the
+    speckled mask against the label."""
     import numpy as np
 
     from segvol.data.phantoms.noise import noise_mask, speckled
@@ -234,6 +249,7 @@ def tree(label_path: Path, seed: int = 0, noise_shape: tuple[int, int, int] = (2
     from segvol.io.masks import load_mask
     from segvol.tree import analyse_mask
     from segvol.tree.core import spacing_of_affine
+    from segvol.tree.outputs import write_tree
 
     label, affine = load_mask(label_path)
     label = np.asarray(label) != 0
@@ -246,6 +262,11 @@ def tree(label_path: Path, seed: int = 0, noise_shape: tuple[int, int, int] = (2
         out[f"tree_{name}_s"] = seconds
         out[f"tree_{name}_segments"] = len(result.segments)
         out[f"tree_{name}_pieces"] = len(result.pieces)
+    with tempfile.TemporaryDirectory(prefix="segvol-bench-tree-") as tmp:
+        seconds, written = _timed_once(lambda: write_tree(label, affine, Path(tmp) / "tree"))
+    out["tree_files_s"] = seconds  # analysis, files and pictures (curved planar reformations included)
+    out["tree_cpr_pictures"] = sum(name.startswith("cpr_") for name in written.files)
+    out["tree_kimimaro_s"] = _kimimaro_seconds(label, spacing_of_affine(affine))
     out["tree_noise_grid"] = list(noise_shape)
     out["tree_centreline_metrics_speckled_s"] = _timed_once(
         lambda: centreline_metrics(noisy, label, spacing_of_affine(affine).tolist()))[0]

@@ -26,7 +26,6 @@ LAYERS: list[set[str]] = [
     {"cli", "app", "bench", "__main__"},  # entry points: nothing below imports these
 ]
 MAX_LINES = 500
-LONG_ALLOWED = ("tree",)  # split by the artery-measurement work
 
 
 def _modules() -> dict[str, Path]:
@@ -124,8 +123,6 @@ def test_every_import_points_down_the_layers():
 
 @pytest.mark.parametrize("path", sorted(ROOT.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_source_files_stay_short(path):
-    if path.relative_to(ROOT).parts[0] in LONG_ALLOWED:
-        pytest.skip("tree/ is split by the artery-measurement work")
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{path}: {lines} lines (split it by step; at most {MAX_LINES})"
 

@@ -8,7 +8,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +185,13 @@ def reference_mask(data: tuple[str, bytes], shape: tuple[int, ...]) -> Any:
 
 @dataclass
 class TreeView:
-    """The artery tree of a vessel mask, for the app: picture, ``tree.json`` and a one-line summary."""
+    """The artery tree of a vessel mask, for the app: picture, ``tree.json``, a one-line summary and the curved
+    planar reformation of each main artery (file name, PNG)."""
 
     png: bytes
     json: bytes
     summary: str
+    cprs: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 def tree_view(mask: np.ndarray, affine: np.ndarray) -> TreeView:
@@ -201,7 +203,8 @@ def tree_view(mask: np.ndarray, affine: np.ndarray) -> TreeView:
     workdir = Path(tempfile.mkdtemp(prefix="segvol-tree-"))
     try:
         out = write_tree(mask, affine, workdir / "tree", source="mask")
+        cprs = [(name, path.read_bytes()) for name, path in sorted(out.files.items()) if name.startswith("cpr_")]
         return TreeView((out.out_dir / "tree.png").read_bytes(), (out.out_dir / "tree.json").read_bytes(),
-                        summary_line(out.analysis))
+                        summary_line(out.analysis), cprs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

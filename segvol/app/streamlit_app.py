@@ -73,7 +73,10 @@ def _tree_section(result) -> None:  # noqa: ANN001
             st.session_state["tree_key"] = key
         view = st.session_state["tree"]
         st.image(view.png, caption=view.summary, use_container_width=True)
-        st.caption("Narrowing marks are geometric cues (the radius drops against its neighbourhood), not a diagnosis.")
+        for name, png in view.cprs:  # the curved planar reformation of each main artery
+            st.image(png, caption=name, use_container_width=True)
+        st.caption("Stenosis grades and narrowing marks are geometric cues (the lumen against a reference fitted to "
+                   "the healthy vessel around it), not a diagnosis.")
         st.download_button("Download tree.json (centrelines, segments, radii in scanner mm)", view.json,
                            file_name="tree.json", mime="application/json")
 

@@ -27,8 +27,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from segvol.tree.core import TracedGraph
-    from segvol.tree.measure import Chains
-    from segvol.tree.skeleton import VoxelGraph
 
 __all__ = ["centreline_metrics", "CENTRELINE_METRICS", "COVER_TOL_MM", "END_TOL_MM"]
 
@@ -50,72 +48,33 @@ def _weights(points_mm: np.ndarray) -> np.ndarray:
     return w
 
 
-def _is_chain(graph: VoxelGraph, node_ids: list[int], edge_ids: list[int]) -> bool:
-    """A tree that is one edge between two free ends (most of a speckled mask's pieces)."""
-    if len(edge_ids) != 1 or len(node_ids) != 2:
-        return False
-    e = graph.edges[edge_ids[0]]
-    return e.u != e.v and graph.nodes[e.u].kind == "end" and graph.nodes[e.v].kind == "end"
-
-
-def _chain_parts(chains: Chains, spacing: np.ndarray) -> list[_Part]:
-    """(ends, [(voxels, radii, weights)], length) of each chain, with the arithmetic of :func:`_weights` and of
-    the segment length (a running sum along each chain), over all chains at once."""
-    pts, bounds = chains.points_mm, chains.bounds
-    steps = np.linalg.norm(np.diff(pts, axis=0), axis=1)
-    count = np.diff(bounds) - 1  # steps per chain
-    lengths = np.zeros(len(count))
-    for m in np.unique(count).tolist():
-        which = np.flatnonzero(count == m)
-        lengths[which] = np.cumsum(steps[bounds[which][:, None] + np.arange(m)], axis=1)[:, -1]
-    half = steps / 2
-    half[bounds[1:-1] - 1] = 0.0  # no step from one chain to the next
-    weights = np.zeros(len(pts))
-    weights[:-1] += half
-    weights[1:] += half
-    ends = np.stack([pts[bounds[:-1]], pts[bounds[1:] - 1]], axis=1) / spacing
-    cut = bounds[1:-1]
-    return [([e[0], e[1]], [(v, r, w)], float(length)) for e, v, r, w, length in
-            zip(ends, np.split(chains.voxels, cut), np.split(chains.radii_mm, cut), np.split(weights, cut),
-                lengths.tolist())]
-
-
 def _measure_trees(traced: TracedGraph, spacing: np.ndarray) -> list[_Part | None]:
     """(free ends, [(voxels, radii, weights) per segment], length) of every tree, in the analysis' order; None for a
-    tree without an edge (a lone voxel: no centreline, no free end)."""
+    tree without an edge (a lone voxel: no centreline, no free end). All trees are measured in one batch by the
+    measurement of ``segvol tree`` (:func:`segvol.tree.measure.measure_trees`), with distance-transform radii."""
     from segvol.tree.core import _renumber
-    from segvol.tree.measure import measure_chains, measure_graph
+    from segvol.tree.measure import measure_trees
 
     graph, geo = traced.graph, traced.geo
     per_tree: list[_Part | None] = [None] * len(traced.tree_labels)
     if graph is None or geo is None:
         return per_tree
-    chains: list[tuple[int, int]] = []  # (rank, edge)
-    for rank, lab in enumerate(traced.tree_labels):
-        node_ids, edge_ids = traced.parts.get(lab, ([], []))
-        if not edge_ids:
-            continue
-        if _is_chain(graph, node_ids, edge_ids):
-            chains.append((rank, edge_ids[0]))
-            continue
-        nodes, segments, root = measure_graph(graph, node_ids, edge_ids, geo, traced.result.settings)
+    ranks = [rank for rank, lab in enumerate(traced.tree_labels) if traced.parts.get(lab, ([], []))[1]]
+    parts = [traced.parts[traced.tree_labels[rank]] for rank in ranks]
+    for rank, (nodes, segments, root) in zip(ranks, measure_trees(graph, parts, geo, sections=False)):
         _renumber(nodes, segments, root)
         per_tree[rank] = ([n.point_mm / spacing for n in nodes if n.kind in ("root", "end")],
                           [(s.voxels, s.radii_mm, _weights(s.points_mm)) for s in segments],
                           float(sum(s.length_mm for s in segments)))
-    if chains:
-        measured = _chain_parts(measure_chains(graph, [k for _, k in chains], geo), spacing)
-        for (rank, _), part in zip(chains, measured):
-            per_tree[rank] = part
     return per_tree
 
 
 class _Traced:
     """Centreline samples (voxel indices, radius, length weight) and free ends of one mask.
 
-    The values are those of every tree of :func:`segvol.tree.analyse_mask`, in its order; only what they need is
-    measured: trees without an edge (a lone voxel) have no centreline and no free end, and trees that are one chain
-    between two free ends (most pieces of speckle) are measured together (:func:`segvol.tree.measure.measure_chains`).
+    The values are those of every tree of :func:`segvol.tree.analyse_mask`, in its order, measured in one batch
+    without cross-sections (the coverage tolerance needs only a rough radius): trees without an edge (a lone voxel)
+    have no centreline and no free end.
     """
 
     def __init__(self, mask: np.ndarray, spacing: np.ndarray) -> None:

@@ -26,12 +26,16 @@ log = logging.getLogger(__name__)
 
 def scan_in_memory(image_input: Any) -> Any:
     """The scan as nibabel image(s) with their data in memory, read once for both stages: a NIfTI path (or the
-    sequence paths of one scan), a DICOM series folder, or an in-memory image (returned as is)."""
+    sequence paths of one scan), a DICOM series (folder or chosen series), or an in-memory image (returned as is)."""
     from segvol.io.dicom import read_series
+    from segvol.io.dicom_series import DicomSeries
     from segvol.io.nifti import as_image, image_from_bytes, is_in_memory
 
     if is_in_memory(image_input):
         return image_input
+    if isinstance(image_input, DicomSeries):  # the chosen series of a folder (segvol.io.dicom_series)
+        array, grid = read_series(image_input)
+        return as_image(array, grid.affine)
     items = list(image_input) if isinstance(image_input, (list, tuple)) else [image_input]
     if len(items) == 1 and Path(items[0]).is_dir():
         array, grid = read_series(items[0])

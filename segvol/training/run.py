@@ -71,7 +71,8 @@ def train_run(cfg: Config, *, models_dir: str | Path = "models", name: str | Non
     run_dir = _prepare_run(cfg, split, Path(models_dir), name, info)
     log.info("run folder: %s (%d train, %d val, %d test cases)", run_dir, len(groups["train"]), len(groups["val"]),
              len(groups["test"]))
-    return fit(cfg, spec, groups, run_dir, torch_device, progress=progress, logger=_train_logger(run_dir))
+    train = _fit_cascade if cfg.locate.enabled else fit
+    return train(cfg, spec, groups, run_dir, torch_device, progress=progress, logger=_train_logger(run_dir))
 
 
 def _prepare_run(cfg: Config, split: dict[str, list[str]], models_dir: Path, name: str | None, info: Any) -> Path:
@@ -141,5 +142,13 @@ def resume_run(run_dir: str | Path, *, device: str | None = None, progress: bool
     spec = adapter.task_spec(cfg)
     groups = apply_split(adapter.find_records(cfg.data.root, cfg.data.modalities), read_split(run_dir / "split.json"))
     log.info("resuming %s after epoch %d of %d", run_dir, ckpt["epoch"], cfg.train.epochs)
-    return fit(cfg, spec, groups, run_dir, pick_device(device or cfg.train.device), progress=progress,
-               resume=dict(ckpt), logger=_train_logger(run_dir, purge_step=int(ckpt["epoch"]) + 1))
+    train = _fit_cascade if cfg.locate.enabled else fit
+    return train(cfg, spec, groups, run_dir, pick_device(device or cfg.train.device), progress=progress,
+                 resume=dict(ckpt), logger=_train_logger(run_dir, purge_step=int(ckpt["epoch"]) + 1))
+
+
+def _fit_cascade(*args: Any, **kwargs: Any) -> FitResult:
+    """:func:`segvol.training.cascade.fit_cascade`: the coarse stage, then the fine stage (``locate.enabled``)."""
+    from segvol.training.cascade import fit_cascade
+
+    return fit_cascade(*args, **kwargs)

@@ -1,12 +1,13 @@
-"""The array core of ``segvol tree``: a binary vessel mask and its affine in, the measured artery trees out.
+"""The array core of ``segvol tree``: a binary vessel mask and its affine in, the measured, graded artery trees out.
 
-:func:`analyse_mask` crops to the mask's bounding box, skeletonises once, traces and prunes the centreline graph
-(:mod:`segvol.tree.skeleton`), splits it by connected component (26-connectivity), measures each tree
-(:mod:`segvol.tree.measure`) and names the two largest by side: in scanner (NIfTI RAS+) coordinates the tree
-whose centroid lies further towards the patient's left (smaller x) is ``left``, the other ``right`` (the ImageCAS
-left and right coronary trees). Without an orientation (an identity affine) or when the two centroids are less than
-:data:`SIDE_MARGIN_MM` apart in x, they are ``tree1`` and ``tree2``. Components beyond ``max_trees`` or smaller than
-``min_tree_mm3`` are reported as detached pieces.
+:func:`analyse_mask` crops to the mask's bounding box, thins it (:mod:`segvol.tree.thinning`), traces and prunes the
+centreline graph (:mod:`segvol.tree.graph`, :mod:`segvol.tree.pruning`), splits it by connected component
+(26-connectivity), measures every tree in one batch (:mod:`segvol.tree.measure`, cross-sections from
+:mod:`segvol.tree.sections`), grades each (:mod:`segvol.tree.grading`) and names the two largest by side: in scanner
+(NIfTI RAS+) coordinates the tree whose centroid lies further towards the patient's left (smaller x) is ``left``,
+the other ``right`` (the ImageCAS left and right coronary trees). Without an orientation (an identity affine) or when
+the two centroids are less than :data:`SIDE_MARGIN_MM` apart in x, they are ``tree1`` and ``tree2``. Components
+beyond ``max_trees`` or smaller than ``min_tree_mm3`` are reported as detached pieces.
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from segvol.tree.measure import (Node, Piece, Segment, Tree, TreeSettings, _Geometry, _to_mm, measure_graph,
-                                 runs_end_to_end)
-from segvol.tree.skeleton import (VoxelGraph, Work, keep_inside, pixel_graph, prepare, prune_spurs,
-                                  repair_skeleton, skeleton_of, trace_graph)
+from segvol.errors import SegvolError
 
-__all__ = ["TreeAnalysis", "TracedGraph", "analyse_mask", "trace_mask", "spacing_of_affine", "radius_from_edt",
-           "SIDE_MARGIN_MM"]
+from segvol.tree.distance import distance_in_windows, radius_from_edt
+from segvol.tree.grading import grade_tree
+from segvol.tree.graph import VoxelGraph, pixel_graph, trace_graph
+from segvol.tree.measure import Geometry, measure_trees, to_mm
+from segvol.tree.pruning import prune_spurs
+from segvol.tree.records import Node, Piece, Segment, Tree, TreeSettings
+from segvol.tree.thinning import Work, keep_inside, prepare, repair_skeleton, skeleton_of
+
+__all__ = ["TreeAnalysis", "TracedGraph", "analyse_mask", "trace_mask", "spacing_of_affine", "SIDE_MARGIN_MM"]
 
 log = logging.getLogger(__name__)
 SIDE_MARGIN_MM = 10.0
-WINDOW_MARGIN = 2  # voxels around each speckle blob's centreline for its distance transform
 
 
 @dataclass
@@ -45,17 +49,6 @@ class TreeAnalysis:
     @property
     def segments(self) -> list[tuple[Tree, Segment]]:
         return [(t, s) for t in self.trees for s in t.segments]
-
-
-def radius_from_edt(edt: np.ndarray, step: float) -> np.ndarray:
-    """Vessel radius (mm) from the distance (mm) of a centreline voxel to the nearest outside voxel.
-
-    The boundary lies between the last inside and the first outside voxel centre, so the distance overshoots it by
-    up to a voxel where the vessel is a voxel or two wide and hardly at all where it is many voxels wide:
-    ``edt - step**2 / (2 * edt)`` is half a voxel for a one-voxel-wide line and tends to ``edt`` for wide vessels.
-    """
-    edt = np.maximum(np.asarray(edt, dtype=np.float64), step)
-    return edt - step**2 / (2.0 * edt)
 
 
 def spacing_of_affine(affine: np.ndarray) -> np.ndarray:
@@ -87,8 +80,8 @@ def _pieces(label_img: np.ndarray, labs: list[int], offset: np.ndarray, affine: 
     boxes = ndimage.find_objects(label_img)
     corners = np.array([[[s.start for s in boxes[lab - 1]], [s.stop - 1 for s in boxes[lab - 1]]] for lab in labs],
                        dtype=np.float64)
-    ends = _to_mm(corners.reshape(-1, 3) + offset, affine).reshape(-1, 2, 3)
-    centroids = _to_mm(centres + offset, affine)
+    ends = to_mm(corners.reshape(-1, 3) + offset, affine).reshape(-1, 2, 3)
+    centroids = to_mm(centres + offset, affine)
     extents = np.abs(ends[:, 1] - ends[:, 0])
     return [Piece(voxels=int(sizes[lab - 1]), volume_mm3=float(sizes[lab - 1]) * voxel_mm3, centroid_mm=c, extent_mm=x)
             for lab, c, x in zip(labs, centroids, extents)]
@@ -133,81 +126,6 @@ def _box_of(labels: np.ndarray, which: list[int], margin: int = 8) -> tuple[slic
                        min(max(b[ax].stop for b in boxes) + margin, labels.shape[ax])) for ax in range(3))
 
 
-def _edt_at(mask: np.ndarray, coords: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """``ndimage.distance_transform_edt(mask, sampling=spacing)[tuple(coords.T)]``, with the same arithmetic, from
-    the feature transform alone: the distances are worked out at ``coords`` only, not over the whole array."""
-    feature = ndimage.distance_transform_edt(mask, sampling=spacing, return_distances=False, return_indices=True)
-    offsets = (feature[(slice(None),) + tuple(coords.T)] - coords.T).astype(np.float64)
-    for ax, step in enumerate(np.asarray(spacing, dtype=np.float64)):
-        offsets[ax] *= step
-    np.multiply(offsets, offsets, offsets)
-    return np.sqrt(np.add.reduce(offsets, axis=0))
-
-
-def _distance_at(mask: np.ndarray, box: tuple[slice, ...], coords: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """The Euclidean distance (mm) from each of ``coords`` to the nearest voxel outside ``mask``: computed in
-    ``box``, which is exact wherever it is no larger than the distance to the box's inner faces; the whole mask
-    is used when that does not hold somewhere."""
-    lo = np.array([b.start for b in box])
-    hi = np.array([b.stop for b in box])
-    rel = coords - lo
-    dist = _edt_at(mask[box], rel, spacing)
-    room = np.full(len(coords), np.inf)
-    for ax in range(3):
-        if lo[ax] > 0:
-            room = np.minimum(room, (rel[:, ax] + 1) * spacing[ax])
-        if hi[ax] < mask.shape[ax]:
-            room = np.minimum(room, (hi[ax] - coords[:, ax]) * spacing[ax])
-    if np.all(dist <= room):
-        return dist
-    return _edt_at(mask, coords, spacing)
-
-
-def _distance_in_windows(mask: np.ndarray, coords: np.ndarray, group: np.ndarray, spacing: np.ndarray,
-                         margin: int = WINDOW_MARGIN) -> np.ndarray:
-    """:func:`_distance_at` of ``coords`` that lie in many small clusters (``group``: the component of each; the
-    speckle of a noisy mask): each cluster's box grown by ``margin``, the boxes of one cross-section stacked along
-    the first axis and transformed together. A distance smaller than the room to its box's faces (including those
-    towards its neighbours in the stack) is exact; the others are computed again in one box around them."""
-    shape = np.array(mask.shape)
-    if len(coords) == 0:
-        return np.zeros(0)
-    order = np.argsort(group, kind="stable")
-    cuts = np.flatnonzero(np.diff(group[order])) + 1
-    starts = np.concatenate([[0], cuts])
-    lo = np.maximum(np.minimum.reduceat(coords[order], starts) - margin, 0)
-    hi = np.minimum(np.maximum.reduceat(coords[order], starts) + 1 + margin, shape)
-    box_of = np.empty(len(coords), np.int64)
-    box_of[order] = np.repeat(np.arange(len(starts)), np.diff(np.concatenate([starts, [len(coords)]])))
-    dist = np.full(len(coords), np.nan)
-    section = (hi - lo)[:, 1:]
-    keys, which = np.unique(section, axis=0, return_inverse=True)
-    for g, (ny, nz) in enumerate(keys.tolist()):
-        boxes = np.flatnonzero(which.ravel() == g)
-        first_row, window, row = runs_end_to_end(hi[boxes, 0] - lo[boxes, 0])  # the boxes stacked along axis 0
-        packed = mask[(lo[boxes, 0][window] + row)[:, None, None],
-                      (lo[boxes, 1][window][:, None] + np.arange(ny))[:, :, None],
-                      (lo[boxes, 2][window][:, None] + np.arange(nz))[:, None, :]]
-        slot = np.full(len(lo), -1)
-        slot[boxes] = np.arange(len(boxes))
-        mine = np.flatnonzero(slot[box_of] >= 0)
-        b = box_of[mine]
-        rel = coords[mine] - lo[b]
-        at = rel + np.column_stack([first_row[slot[b]], np.zeros((len(b), 2), np.int64)])
-        d = _edt_at(packed, at, spacing)
-        room = np.minimum((rel[:, 0] + 1) * spacing[0], (hi[b, 0] - coords[mine, 0]) * spacing[0])
-        for ax in (1, 2):
-            room = np.where(lo[b, ax] > 0, np.minimum(room, (rel[:, ax] + 1) * spacing[ax]), room)
-            room = np.where(hi[b, ax] < shape[ax], np.minimum(room, (hi[b, ax] - coords[mine, ax]) * spacing[ax]), room)
-        dist[mine] = np.where(d < room, d, np.nan)
-    again = np.flatnonzero(np.isnan(dist))
-    if again.size:
-        box = tuple(slice(max(int(a) - 8, 0), min(int(z) + 9, int(n)))
-                    for a, z, n in zip(coords[again].min(axis=0), coords[again].max(axis=0), shape))
-        dist[again] = _distance_at(mask, box, coords[again], spacing)
-    return dist
-
-
 @dataclass
 class TracedGraph:
     """A mask's pruned centreline graph split by tree component, before the trees are measured
@@ -218,7 +136,7 @@ class TracedGraph:
     sizes: np.ndarray  # voxels per component (label - 1)
     offset: np.ndarray  # work index -> input voxel index
     graph: VoxelGraph | None = None
-    geo: _Geometry | None = None
+    geo: Geometry | None = None
     parts: dict[int, tuple[list[int], list[int]]] = field(default_factory=dict)  # label -> (node ids, edge ids)
     centroids: np.ndarray | None = None  # mean work index per tree label
 
@@ -229,10 +147,11 @@ class TracedGraph:
         voxel_mm3 = float(np.prod(self.result.spacing))
         return Tree(name="", label=rank + 1, voxels=int(self.sizes[lab - 1]),
                     volume_mm3=float(self.sizes[lab - 1]) * voxel_mm3, nodes=nodes, segments=segments, root=root,
-                    centroid_mm=_to_mm(np.add(centroid, self.offset), self.result.affine))
+                    centroid_mm=to_mm(np.add(centroid, self.offset), self.result.affine))
 
 
-def trace_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | None = None) -> TracedGraph:
+def trace_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | None = None, *,
+               prob: np.ndarray | None = None) -> TracedGraph:
     """Everything of :func:`analyse_mask` up to the measurement: crop, components, pieces, skeleton, graph,
     pruning."""
     settings = settings or TreeSettings()
@@ -269,36 +188,41 @@ def trace_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | No
     thin = skeleton_of(sub, inside_only=False) & is_tree[labels[box]]
     pg = pixel_graph(keep_inside(repair_skeleton(thin, labels[box], tree_labels), sub))
     pg.coords += lo  # work indices from here on
-    min_step = float(spacing.min())
-    radius = radius_from_edt(_distance_in_windows(work.mask, pg.coords, labels[tuple(pg.coords.T)], spacing),
-                             min_step)
+    radius = radius_from_edt(distance_in_windows(work.mask, pg.coords, labels[tuple(pg.coords.T)], spacing),
+                             float(spacing.min()))
     traced.graph = trace_graph(pg)
     result.spurs_removed = prune_spurs(traced.graph, radius, spacing, settings.spur_factor)
-    traced.geo = _Geometry(affine, work.offset, radius, min_step, work)
+    traced.geo = Geometry(affine, work.offset, radius, spacing, work, prob)
     traced.parts = _split_graph(traced.graph, labels[tuple(pg.coords.T)])
     traced.centroids = _centres(inside, tree_labels)
     return traced
 
 
-def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | None = None) -> TreeAnalysis:
-    """Centreline trees of a binary 3D mask.
+def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | None = None, *,
+                 prob: np.ndarray | None = None) -> TreeAnalysis:
+    """Centreline trees of a binary 3D mask, measured and graded.
 
     Args:
         mask: (X, Y, Z) array; anything non-zero is vessel.
         affine: 4x4 voxel -> scanner mm (the NIfTI affine; any orientation, anisotropic, mirrored).
-        settings: pruning, narrowing and tree/piece thresholds.
+        settings: pruning, grading and tree/piece thresholds.
+        prob: optional (X, Y, Z) vessel probability (0-1) on the mask's grid; the cross-sections are cut through
+            it instead of the mask (sub-voxel edges at probability 0.5).
 
     Returns:
         A :class:`TreeAnalysis`; empty (no trees, no pieces) for an empty mask.
     """
-    traced = trace_mask(mask, affine, settings)
+    if prob is not None and np.shape(prob) != np.shape(mask):
+        raise SegvolError(f"probability map of shape {np.shape(prob)} does not match the mask's {np.shape(mask)}")
+    traced = trace_mask(mask, affine, settings, prob=None if prob is None else np.asarray(prob, np.float32))
     result = traced.result
     if traced.graph is None or traced.geo is None:  # no trees
         return result
-    for rank, lab in enumerate(traced.tree_labels):
-        node_ids, edge_ids = traced.parts.get(lab, ([], []))
-        nodes, segments, root = measure_graph(traced.graph, node_ids, edge_ids, traced.geo, result.settings)
+    parts = [traced.parts.get(lab, ([], [])) for lab in traced.tree_labels]
+    for rank, (nodes, segments, root) in enumerate(measure_trees(traced.graph, parts, traced.geo)):
         root = _renumber(nodes, segments, root)
-        result.trees.append(traced.tree(rank, nodes, segments, root))
+        tree = traced.tree(rank, nodes, segments, root)
+        grade_tree(tree, result.settings, float(result.spacing.min()))
+        result.trees.append(tree)
     _name_trees(result.trees, result.affine)
     return result

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from segvol.tree.core import TreeAnalysis
-from segvol.tree.measure import Segment, Tree
+from segvol.tree.records import Segment, Tree
 
-__all__ = ["save_tree_picture", "save_radius_profiles", "projection"]
+__all__ = ["save_tree_picture", "save_radius_profiles", "projection", "aligned_projection"]
 
 _VIEWS = (("coronal (from the front)", 0, 2, "x (mm, patient right →)", "z (mm, superior ↑)"),
           ("axial (from the feet)", 0, 1, "x (mm, patient right →)", "y (mm, anterior ↑)"))
@@ -33,6 +33,29 @@ def projection(points_mm: np.ndarray, a: int, b: int, pixel: float) -> tuple[np.
     bins = np.maximum(np.ceil((hi - lo) / pixel).astype(int), 1)
     hist, _, _ = np.histogram2d(points_mm[:, a], points_mm[:, b], bins=bins, range=[[lo[0], hi[0]], [lo[1], hi[1]]])
     return (hist.T > 0).astype(np.float32), (lo[0], hi[0], lo[1], hi[1])
+
+
+def aligned_projection(mask: np.ndarray, affine: np.ndarray, a: int, b: int
+                       ) -> tuple[np.ndarray, tuple[float, ...]] | None:
+    """:func:`projection` of a mask whose voxel axes run along the scanner axes (any order, any sign), worked out
+    on the voxel grid (``mask.any`` along the viewing axis); None for any other affine."""
+    lin = np.asarray(affine, dtype=np.float64)[:3, :3]
+    if np.count_nonzero(np.abs(lin) > 1e-9 * np.abs(lin).max()) != 3:
+        return None
+    axis_of = np.argmax(np.abs(lin), axis=1)  # scanner axis -> voxel axis
+    if len(set(axis_of.tolist())) != 3:
+        return None
+    ia, ib = int(axis_of[a]), int(axis_of[b])
+    image = np.asarray(mask, bool).any(axis=3 - ia - ib)
+    image = image if ia < ib else image.T  # (voxel a, voxel b)
+    bounds = []
+    for scanner, vox, n in ((a, ia, image.shape[0]), (b, ib, image.shape[1])):
+        step = lin[scanner, vox]
+        ends = affine[scanner, 3] + step * np.array([0, n - 1])
+        if step < 0:
+            image = np.flip(image, axis=0 if scanner == a else 1)
+        bounds += [float(ends.min() - abs(step) / 2), float(ends.max() + abs(step) / 2)]
+    return image.T.astype(np.float32), tuple(bounds)
 
 
 def _mask_points(mask: np.ndarray, affine: np.ndarray, limit: int = 3_000_000) -> np.ndarray:
@@ -49,12 +72,15 @@ def _narrowing_sample(seg: Segment) -> list[int]:
     return [int(np.argmin(np.abs(seg.arclength_mm - seg.narrowing_mm)))]
 
 
-def _draw_view(ax: Any, result: TreeAnalysis, pts: np.ndarray, view: tuple, norm: Any, cmap: Any) -> Any:
+def _draw_view(ax: Any, result: TreeAnalysis, mask: np.ndarray, view: tuple, norm: Any, cmap: Any) -> Any:
     from matplotlib.collections import LineCollection
 
     title, a, b, xlabel, ylabel = view
-    pixel = float(result.spacing.max())  # no empty rows between the voxels of the finer axes
-    image, extent = projection(pts, a, b, pixel)
+    found = aligned_projection(mask, result.affine, a, b)
+    if found is None:
+        pixel = float(result.spacing.max())  # no empty rows between the voxels of the finer axes
+        found = projection(_mask_points(mask, result.affine), a, b, pixel)
+    image, extent = found
     ax.imshow(image, origin="lower", extent=extent, cmap="Greys", vmin=0, vmax=2.5, interpolation="nearest")
     coll = None
     if result.segments:  # one collection for every segment: thousands of segments draw in a second
@@ -81,13 +107,13 @@ def save_tree_picture(result: TreeAnalysis, mask: np.ndarray, path: str | Path, 
     from segvol.viz.plots import pyplot, save_figure
 
     plt = pyplot()
-    pts = _mask_points(np.asarray(mask) != 0, result.affine)
+    mask = np.asarray(mask) != 0
     radii = np.concatenate([s.radii_mm for _, s in result.segments]) if result.segments else np.ones(1)
     norm = Normalize(vmin=0.0, vmax=float(np.percentile(radii, 99)) or 1.0)
     fig, axes = plt.subplots(1, 2, figsize=(13, 6.5))
     coll = None
     for ax, view in zip(axes, _VIEWS):
-        coll = _draw_view(ax, result, pts, view, norm, "plasma") or coll
+        coll = _draw_view(ax, result, mask, view, norm, "plasma") or coll
     if coll is not None:
         fig.colorbar(coll, ax=axes, shrink=0.8, label="radius (mm)")
     flagged = sum(s.narrowing for _, s in result.segments)

@@ -20,17 +20,20 @@ import numpy as np
 
 from segvol.errors import SegvolError
 from segvol.tree.core import TreeAnalysis
+from segvol.tree.records import Lesion, Segment
 from segvol.utils import atomic_path
 
-__all__ = ["tree_dict", "write_json", "write_segments_csv", "write_vtk", "read_vtk_polylines", "CSV_COLUMNS",
-           "NARROWING_NOTE"]
+__all__ = ["tree_dict", "write_json", "write_segments_csv", "write_lesions_csv", "write_vtk", "read_vtk_polylines",
+           "CSV_COLUMNS", "LESION_COLUMNS", "NARROWING_NOTE"]
 
-NARROWING_NOTE = ("narrowing flags are a geometric cue (the radius drops against its neighbourhood), not a "
-                  "diagnosis: look at the scan")
+NARROWING_NOTE = ("stenosis grades and narrowing flags are geometric cues (the lumen's diameter against a reference "
+                  "fitted to the healthy vessel around it), not a diagnosis: look at the scan")
 MAX_PIECES_LISTED = 200  # the largest detached pieces listed one by one in tree.json (all are counted)
 CSV_COLUMNS = ("tree", "segment", "parent", "generation", "start_node", "end_node", "end_kind", "length_mm",
                "mean_radius_mm", "min_radius_mm", "tortuosity", "narrowing", "narrowing_pct", "narrowing_at_mm",
-               "loop")
+               "grade", "loop")
+LESION_COLUMNS = ("tree", "path", "segment", "at_mm", "x_mm", "y_mm", "z_mm", "stenosis_pct", "band", "length_mm",
+                  "reference_diameter_mm", "minimum_diameter_mm", "flagged")
 
 
 def _num(x: float | None, digits: int = 3) -> float | None:
@@ -39,6 +42,28 @@ def _num(x: float | None, digits: int = 3) -> float | None:
 
 def _pts(a: np.ndarray) -> list[list[float]]:
     return np.round(np.asarray(a, dtype=np.float64), 3).tolist()
+
+
+def _values(a: np.ndarray) -> list[float | None]:
+    return [_num(x) for x in np.asarray(a, dtype=np.float64)]
+
+
+def _segment_dict(s: Segment) -> dict[str, Any]:
+    return {"id": s.id, "start": s.start, "end": s.end, "parent": s.parent, "generation": s.generation,
+            "length_mm": _num(s.length_mm), "mean_radius_mm": _num(s.mean_radius_mm),
+            "min_radius_mm": _num(s.min_radius_mm), "tortuosity": _num(s.tortuosity, 4),
+            "narrowing": bool(s.narrowing), "narrowing_pct": _num(s.narrowing_pct, 1),
+            "narrowing_at_mm": _num(s.narrowing_mm, 2), "grade": s.grade, "loop": bool(s.loop),
+            "points_mm": _pts(s.points_mm), "radii_mm": np.round(s.radii_mm, 3).tolist(),
+            "diameter_min_mm": _values(s.diameter_min_mm), "diameter_max_mm": _values(s.diameter_max_mm),
+            "reference_mm": _values(s.reference_mm), "junction": s.junction.astype(int).tolist()}
+
+
+def _lesion_dict(les: Lesion) -> dict[str, Any]:
+    return {"path": les.path, "segment": les.segment, "at_mm": _num(les.at_mm, 2), "point_mm": _pts(les.point_mm),
+            "stenosis_pct": _num(les.pct, 1), "band": les.band, "length_mm": _num(les.length_mm, 2),
+            "reference_diameter_mm": _num(les.reference_mm), "minimum_diameter_mm": _num(les.minimum_mm),
+            "flagged": les.flagged}
 
 
 def tree_dict(result: TreeAnalysis, source: str = "") -> dict[str, Any]:
@@ -50,13 +75,10 @@ def tree_dict(result: TreeAnalysis, source: str = "") -> dict[str, Any]:
             "centroid_mm": _pts(t.centroid_mm), "root": t.root, "loops": t.loops,
             "nodes": [{"id": n.id, "kind": n.kind, "degree": n.degree, "point_mm": _pts(n.point_mm),
                        "radius_mm": _num(n.radius_mm)} for n in t.nodes],
-            "segments": [{"id": s.id, "start": s.start, "end": s.end, "parent": s.parent, "generation": s.generation,
-                          "length_mm": _num(s.length_mm), "mean_radius_mm": _num(s.mean_radius_mm),
-                          "min_radius_mm": _num(s.min_radius_mm), "tortuosity": _num(s.tortuosity, 4),
-                          "narrowing": bool(s.narrowing), "narrowing_pct": _num(s.narrowing_pct, 1),
-                          "narrowing_at_mm": _num(s.narrowing_mm, 2), "loop": bool(s.loop),
-                          "points_mm": _pts(s.points_mm), "radii_mm": np.round(s.radii_mm, 3).tolist()}
-                         for s in t.segments]})
+            "segments": [_segment_dict(s) for s in t.segments], "paths": t.paths,
+            "lesions": [_lesion_dict(les) for les in t.lesions],
+            "not_assessable": [{"segment": sp.segment, "from_mm": _num(sp.from_mm, 2), "to_mm": _num(sp.to_mm, 2),
+                                "reason": sp.reason} for sp in t.not_assessable]})
     st = result.settings
     return {
         "source": source, "units": "mm", "coordinates": "scanner (NIfTI RAS+), the mask's affine",
@@ -81,7 +103,7 @@ def _csv_row(tree: Any, s: Any) -> list[Any]:
     fmt = lambda x: "" if x is None or not math.isfinite(float(x)) else f"{float(x):.4g}"  # noqa: E731
     return [tree.name, s.id, "" if s.parent is None else s.parent, s.generation, s.start, s.end,
             tree.nodes[s.end].kind, fmt(s.length_mm), fmt(s.mean_radius_mm), fmt(s.min_radius_mm), fmt(s.tortuosity),
-            int(s.narrowing), fmt(s.narrowing_pct), fmt(s.narrowing_mm), int(s.loop)]
+            int(s.narrowing), fmt(s.narrowing_pct), fmt(s.narrowing_mm), s.grade, int(s.loop)]
 
 
 def write_segments_csv(result: TreeAnalysis, path: str | Path) -> Path:
@@ -90,6 +112,22 @@ def write_segments_csv(result: TreeAnalysis, path: str | Path) -> Path:
     writer.writerow(CSV_COLUMNS)
     for tree, seg in result.segments:
         writer.writerow(_csv_row(tree, seg))
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+    return Path(path)
+
+
+def write_lesions_csv(result: TreeAnalysis, path: str | Path) -> Path:
+    """One row per graded lesion (at least 25 %), flagged or not (``LESION_COLUMNS``)."""
+    fmt = lambda x: f"{float(x):.4g}"  # noqa: E731
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(LESION_COLUMNS)
+    for t in result.trees:
+        for les in t.lesions:
+            writer.writerow([t.name, les.path, les.segment, fmt(les.at_mm), *(fmt(x) for x in les.point_mm),
+                             fmt(les.pct), les.band, fmt(les.length_mm), fmt(les.reference_mm), fmt(les.minimum_mm),
+                             int(les.flagged)])
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
     return Path(path)

@@ -2,11 +2,14 @@
 
 Output folder (written to a temporary folder and renamed into place, so nothing half-written is ever left)::
 
-    tree.json             trees, nodes, segments with polylines and radii, detached pieces, settings
+    tree.json             trees, nodes, segments with polylines, radii, diameters and references, vessel paths,
+                          graded lesions, stretches not assessable (with the reason), detached pieces, settings
     segments.csv          one row per segment (segvol.tree.files.CSV_COLUMNS)
+    lesions.csv           one row per graded lesion (segvol.tree.files.LESION_COLUMNS)
     centrelines.vtk       legacy VTK polylines in scanner mm (3D Slicer, ParaView)
     tree.png              mask projection with centrelines coloured by radius
     radius_profiles.png   radius along every segment
+    cpr_<tree>_<n>.png    curved planar reformation of each main artery (segvol.tree.cpr)
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ import numpy as np
 
 from segvol.errors import SegvolError
 from segvol.tree.core import TreeAnalysis, analyse_mask
-from segvol.tree.measure import TreeSettings
+from segvol.tree.records import TreeSettings
 
 __all__ = ["TreeOutput", "write_tree", "tree_file", "default_tree_dir", "FILES", "summary_line"]
 
 log = logging.getLogger(__name__)
-FILES = ("tree.json", "segments.csv", "centrelines.vtk", "tree.png", "radius_profiles.png")
+FILES = ("tree.json", "segments.csv", "lesions.csv", "centrelines.vtk", "tree.png", "radius_profiles.png")
 
 
 @dataclass
@@ -48,19 +51,42 @@ def _as_array(mask_img_or_array: Any, affine: np.ndarray | None) -> tuple[np.nda
     return data, np.asarray(affine, dtype=np.float64)
 
 
+def _on_grid(volume: Any, shape: tuple[int, ...], source: str, what: str) -> np.ndarray | None:
+    """``volume`` (array or nibabel image) as a float32 array of the mask's ``shape``; None stays None."""
+    if volume is None:
+        return None
+    data = np.asarray(volume.dataobj if hasattr(volume, "dataobj") else volume, dtype=np.float32)
+    if data.ndim == 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.shape != tuple(shape):
+        raise SegvolError(f"{source}: the {what} has shape {data.shape}, the mask {tuple(shape)}; give it on its grid")
+    return data
+
+
 def summary_line(result: TreeAnalysis) -> str:
-    """One line: trees with their segment counts and lengths, detached pieces, narrowing cues."""
+    """One line: trees with their segment counts and lengths, detached pieces, flagged narrowings."""
     if not result.trees:
         return "no tree"
     parts = [f"{t.name}: {len(t.segments)} segments, {t.length_mm:.0f} mm" for t in result.trees]
-    flagged = sum(s.narrowing for _, s in result.segments)
+    flagged = [les for t in result.trees for les in t.lesions if les.flagged]
     text = "; ".join(parts) + f"; {len(result.pieces)} detached piece(s)"
-    return text + (f"; {flagged} narrowing cue(s) (geometric, not a diagnosis)" if flagged else "")
+    worst = ", ".join(f"{les.pct:.0f} %" for les in sorted(flagged, key=lambda x: -x.pct)[:3])
+    return text + (f"; {len(flagged)} narrowing cue(s) ({worst}; geometric, not a diagnosis)" if flagged else "")
+
+
+def _volumes(mask: np.ndarray, affine: np.ndarray, prob: np.ndarray | None, image: np.ndarray | None
+             ) -> tuple[Any, Any]:
+    """What the CPR pictures outline (the probability map, else the mask) and show (the scan, else that)."""
+    inverse = np.linalg.inv(affine)
+    lumen = (np.asarray(prob, np.float32), inverse, "nearest") if prob is not None else \
+        (np.ascontiguousarray(mask).view(np.uint8), inverse, "constant")
+    show = (np.asarray(image, np.float32), inverse, "nearest") if image is not None else None
+    return lumen, show
 
 
 def write_tree(mask_img_or_array: Any, affine: np.ndarray | None, out_dir: str | Path, *,
                label: int | None = None, settings: TreeSettings | None = None, overwrite: bool = False,
-               source: str = "mask", figures: bool = True) -> TreeOutput:
+               source: str = "mask", figures: bool = True, prob: Any = None, image: Any = None) -> TreeOutput:
     """Analyse a vessel mask and write the output folder (see the module doc).
 
     Args:
@@ -70,10 +96,14 @@ def write_tree(mask_img_or_array: Any, affine: np.ndarray | None, out_dir: str |
         out_dir: the folder to create (refused when it exists, unless ``overwrite``).
         settings: analysis settings (:class:`TreeSettings`).
         source: names the mask in messages and in ``tree.json``.
-        figures: also draw ``tree.png`` and ``radius_profiles.png``.
+        figures: also draw ``tree.png``, ``radius_profiles.png`` and the ``cpr_*.png`` pictures.
+        prob: the vessel probability (0-1; array or nibabel image on the mask's grid): the cross-sections and the
+            CPR lumen contours are cut through it instead of the mask.
+        image: the scan (array or nibabel image on the mask's grid), shown in the CPR pictures instead of the mask.
     """
+    from segvol.tree.cpr import save_cprs
     from segvol.tree.figures import save_radius_profiles, save_tree_picture
-    from segvol.tree.files import write_json, write_segments_csv, write_vtk
+    from segvol.tree.files import write_json, write_lesions_csv, write_segments_csv, write_vtk
     from segvol.utils import atomic_dir, check_writable_target
 
     data, affine = _as_array(mask_img_or_array, affine)
@@ -90,14 +120,19 @@ def write_tree(mask_img_or_array: Any, affine: np.ndarray | None, out_dir: str |
         mask = data != 0
     if not mask.any():
         raise SegvolError(f"{source}: the mask is empty; there is no vessel tree to trace")
-    result = analyse_mask(mask, affine, settings)
+    prob = _on_grid(prob, data.shape, source, "probability map")
+    image = _on_grid(image, data.shape, source, "image")
+    result = analyse_mask(mask, affine, settings, prob=prob)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         files = {"tree.json": write_json(result, tmp / "tree.json", source),
                  "segments.csv": write_segments_csv(result, tmp / "segments.csv"),
+                 "lesions.csv": write_lesions_csv(result, tmp / "lesions.csv"),
                  "centrelines.vtk": write_vtk(result, tmp / "centrelines.vtk")}
         if figures:
             files["tree.png"] = save_tree_picture(result, mask, tmp / "tree.png")
             files["radius_profiles.png"] = save_radius_profiles(result, tmp / "radius_profiles.png")
+            lumen, show = _volumes(mask, affine, prob, image)
+            files.update({p.name: p for p in save_cprs(result.trees, lumen, tmp, show=show)})
     log.debug("%s: %s", source, summary_line(result))
     return TreeOutput(out_dir, result, {name: out_dir / name for name in files})
 
@@ -111,10 +146,15 @@ def default_tree_dir(mask_path: str | Path) -> Path:
 
 
 def tree_file(mask: str | Path, out_dir: str | Path | None = None, *, label: int | None = None,
-              settings: TreeSettings | None = None, overwrite: bool = False) -> TreeOutput:
-    """:func:`write_tree` for a mask file (``segvol tree``); ``out_dir`` defaults to :func:`default_tree_dir`."""
+              settings: TreeSettings | None = None, overwrite: bool = False, prob: str | Path | None = None,
+              image: str | Path | None = None) -> TreeOutput:
+    """:func:`write_tree` for a mask file (``segvol tree``); ``out_dir`` defaults to :func:`default_tree_dir`;
+    ``prob`` and ``image`` are NIfTI files on the mask's grid (a probability map to cut, a scan to show)."""
+    import nibabel as nib
+
     from segvol.io.masks import load_mask
 
     data, affine = load_mask(mask)
     return write_tree(data, affine, out_dir or default_tree_dir(mask), label=label, settings=settings,
-                      overwrite=overwrite, source=str(mask))
+                      overwrite=overwrite, source=str(mask), prob=None if prob is None else nib.load(str(prob)),
+                      image=None if image is None else nib.load(str(image)))

@@ -38,7 +38,8 @@ def test_page_segments_a_scan_from_a_path(onnx_model, imagecas_small, monkeypatc
     # the untrained model's noisy mask is traced to its artery tree in seconds
     at.button(key="trace_tree").click().run()
     assert not at.exception and not at.error
-    assert len(at.get("image")) == 2  # the slice and the tree picture
+    cprs = at.session_state["tree"].cprs
+    assert cprs and len(at.get("image")) == 2 + len(cprs)  # the slice, the tree picture, a CPR per main artery
     assert any("tree.json" in b.proto.label for b in at.get("download_button"))
     assert any("not a diagnosis" in c.value for c in at.caption)
 

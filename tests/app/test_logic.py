@@ -126,5 +126,6 @@ def test_tree_view_of_a_vessel_mask():
     view = tree_view(mask, aff)
     assert view.png[:8] == b"\x89PNG\r\n\x1a\n" and "1 segments" in view.summary
     assert len(json.loads(view.json)["trees"][0]["segments"]) == 1
+    assert [name for name, _ in view.cprs] == ["cpr_tree1_1.png"] and view.cprs[0][1][:4] == b"\x89PNG"
     with pytest.raises(SegvolError, match="empty"):
         tree_view(np.zeros_like(mask), aff)
