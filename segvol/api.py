@@ -109,7 +109,7 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
           overlap: float | str | None = None, overwrite: bool = False, models_dir: str | Path = "models",
           progress: bool = False, tta: bool = False, amp: bool = False,
           outputs: str | Sequence[str] | None = None, series: str | None = None,
-          store: bool = False) -> list[Prediction]:
+          store: bool = False, locate: bool = True) -> list[Prediction]:
     """Segment each input scan and write its outputs on the scan's own grid. Returns one Prediction per input.
 
     An input is a scan file, a glob, a folder of scans, a DICOM series folder (or a folder of them), a list of files
@@ -121,7 +121,8 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
     ``outputs`` names the output formats (``"seg,overlay,stl"``; see :mod:`segvol.inference.outputs`; default
     ``seg``). Outputs that would collide, replace an input or (without ``overwrite``) an existing file are refused
     before any work. ``tta`` averages the predictions over three axis flips; ``amp`` runs PyTorch models in bf16 on
-    CUDA. The model defaults to ``<models_dir>/model.onnx``, else the newest run's ``best.pt``.
+    CUDA. The model defaults to ``<models_dir>/model.onnx``, else the newest run's ``best.pt``. A cascade model
+    (docs/cascade.md) locates the target before it segments; ``locate=False`` segments the whole scan finely.
 
     DICOM (docs/dicom.md): ``series`` picks the series of a DICOM folder by SeriesInstanceUID, number or description
     (default: the largest axial volume of the model's modality); an input may be a DICOMweb series URL, and
@@ -134,7 +135,7 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
         raise SegvolError("no input scans given")
     return infer_batch(list(inputs), model or default_model(models_dir), out=out, out_dir=out_dir, device=device,
                        sw_batch_size=sw_batch_size, overlap=overlap, overwrite=overwrite, progress=progress, tta=tta,
-                       amp=amp, outputs=outputs, series=series, store=store)
+                       amp=amp, outputs=outputs, series=series, store=store, locate=locate)
 
 
 def list_series(*, inputs: Sequence[str | Path]) -> list[tuple[Path, list[DicomSeries]]]:

@@ -22,6 +22,7 @@ from typing import Any, cast
 import torch
 
 from segvol.config import Config, config_to_dict
+from segvol.errors import SegvolError
 from segvol.utils import atomic_path
 
 __all__ = ["run_bench", "format_table", "inference_table", "plain_monai_infer", "mask_dice"]
@@ -274,10 +275,11 @@ def tree(label_path: Path, seed: int = 0, noise_shape: tuple[int, int, int] = (2
 
 
 def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = "small", steps: int = 10,
-              data: str | Path | None = None, out_json: str | Path | None = None, only: str | None = None
-              ) -> dict[str, Any]:
-    """Run every measurement (``only``: just ``preprocess``, ``train`` (with preprocessing), ``inference`` or
-    ``tree``) on ``cases`` phantoms (or the ImageCAS folder ``data``) and return the figures."""
+              data: str | Path | None = None, out_json: str | Path | None = None, only: str | None = None,
+              locator: str | Path | None = None) -> dict[str, Any]:
+    """Run every measurement (``only``: just ``preprocess``, ``train`` (with preprocessing), ``inference``,
+    ``tree`` or ``cascade``, which needs a cascade checkpoint ``locator``) on ``cases`` phantoms (or the ImageCAS
+    folder ``data``) and return the figures."""
     from segvol import api
 
     with tempfile.TemporaryDirectory(prefix="segvol-bench-") as tmp:
@@ -304,6 +306,12 @@ def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = 
         if only in (None, "inference"):
             log.info("bench: inference")
             results.update(inference(cfg, spec, Path(records[0]["image"]), device, work))
+        if only == "cascade":  # full-size networks on one scan: asked for by name only
+            from segvol.bench_cascade import cascade
+
+            if locator is None:
+                raise SegvolError("--only cascade needs --locator <a cascade run's best.pt> (its coarse stage)")
+            results.update(cascade(Path(records[0]["image"]), Path(locator), work, plain_monai_infer))
         if only == "tree":  # measures no model: asked for by name only
             log.info("bench: artery tree")
             results.update(tree(Path(records[0]["label"])))
@@ -339,4 +347,8 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(f"{key:<{width}}  {text}")
     if "infer_plain_monai_s" in results:
         lines += ["", inference_table(results)]
+    if "cascade_fine_s" in results:
+        from segvol.bench_cascade import cascade_table
+
+        lines += ["", cascade_table(results)]
     return "\n".join(lines)

@@ -29,6 +29,8 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
                    help="sliding-window overlap: auto (the fewest windows, spread evenly) or a fraction in [0, 1)")
     p.add_argument("--tta", action="store_true", help="average over three axis flips (4x the inference time)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (PyTorch models on CUDA)")
+    p.add_argument("--no-locate", dest="locate", action="store_false",
+                   help="a cascade model: segment the whole scan finely instead of the located box (for checking)")
     p.add_argument("--output", dest="outputs", action="append", default=None, metavar="FORMATS",
                    help="what to write for each scan, comma-separated (default seg): " + _OUTPUT_HELP)
     alias = p.add_argument_group("output aliases (each adds one format to --output)")
@@ -63,7 +65,7 @@ def _run_infer(args: argparse.Namespace) -> int:
                         device=args.device, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
                         overwrite=args.overwrite, models_dir=args.models, progress=not args.quiet,
                         tta=args.tta, amp=args.amp, outputs=_infer_outputs(args), series=args.series,
-                        store=args.store)
+                        store=args.store, locate=args.locate)
     if results:  # under torchrun, rank 0 holds every rank's rows
         print(_timing_table(results))
     return 0

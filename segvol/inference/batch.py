@@ -194,7 +194,7 @@ def infer_batch(inputs: list[Any], model: str | Path, *, out: str | Path | None 
                 out_dir: str | Path | None = None, device: str = "auto", sw_batch_size: int | None = None,
                 overlap: float | str | None = None, overwrite: bool = False, progress: bool = False,
                 tta: bool = False, amp: bool = False, outputs: str | Sequence[str] | None = None,
-                series: str | None = None, store: bool = False) -> list[Prediction]:
+                series: str | None = None, store: bool = False, locate: bool = True) -> list[Prediction]:
     """Segment each input scan and write its outputs on the scan's own grid. Returns one Prediction per input.
 
     An input is a scan file, a glob, a folder of scans, a DICOM series folder (or a folder of them), a list of files
@@ -206,7 +206,7 @@ def infer_batch(inputs: list[Any], model: str | Path, *, out: str | Path | None 
     ``outputs`` names the output formats (``"seg,overlay,stl"``; see :mod:`segvol.inference.outputs`; default
     ``seg``). Outputs that would collide, replace an input or (without ``overwrite``) an existing file are refused
     before any work. ``tta`` averages the predictions over three axis flips; ``amp`` runs PyTorch models in bf16 on
-    CUDA.
+    CUDA. ``locate=False`` runs a cascade model's fine stage over the whole scan (docs/cascade.md), for checking.
 
     DICOM: ``series`` picks the series of a DICOM folder (SeriesInstanceUID, number or description; default the
     largest axial volume of the model's modality); every series is checked for what the outputs need before any
@@ -228,6 +228,9 @@ def infer_batch(inputs: list[Any], model: str | Path, *, out: str | Path | None 
     if device != "auto":
         require_device(loaded, torch_device)
     log.info("model: %s (%s on %s)", loaded.path, loaded.backend, loaded.provider or loaded.device)
+    if loaded.locator is not None and not locate:
+        log.info("--no-locate: the fine stage segments every scan whole")
+        loaded.locator = None
     if amp and not (loaded.backend == "pytorch" and loaded.device.type == "cuda"):
         log.warning("--amp applies to PyTorch models on CUDA; running in float32")
     modalities, adapter = loaded.task.modalities, get_adapter(loaded.dataset)

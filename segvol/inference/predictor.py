@@ -44,6 +44,7 @@ class Prediction:
         mask: the mask in the kind of the input: the written path for a file, a ``Nifti1Image`` for a nibabel
             image, a uint8 array for an array with its affine.
         files: output format name -> the (first) file its writer wrote.
+        located: for a cascade model, the box of input voxels its fine stage segmented (None: the whole scan).
     """
 
     labels: np.ndarray
@@ -52,6 +53,7 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
     mask: Any = None
     files: dict[str, Path] = field(default_factory=dict)
+    located: tuple[slice, ...] | None = None
 
 
 def regions_to_labels(bits: torch.Tensor, paint: Sequence[Sequence[int]] = ()) -> torch.Tensor:
@@ -382,7 +384,7 @@ def _predict_located(model: LoadedModel, image_input: Any, sw_batch_size: int | 
             extras["image"] = np.asarray(data[..., 0] if data.ndim == 4 else data, dtype=np.float32)
     mask = image_like(labels, ref) if is_in_memory(image_input) else None
     timings = {"locate": located, **part.timings}
-    return Prediction(labels=labels, affine=np.asarray(ref.affine), timings=timings, mask=mask), ref
+    return Prediction(labels=labels, affine=np.asarray(ref.affine), timings=timings, mask=mask, located=box), ref
 
 
 def infer_file(model: LoadedModel, image_input: Any, out_path: str | Path | None, sw_batch_size: int | None = None,
