@@ -312,6 +312,10 @@ def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = 
             if locator is None:
                 raise SegvolError("--only cascade needs --locator <a cascade run's best.pt> (its coarse stage)")
             results.update(cascade(Path(records[0]["image"]), Path(locator), work, plain_monai_infer))
+        if only == "cascade-quality":  # trains two models for minutes: asked for by name only
+            from segvol.bench_cascade import quality
+
+            results.update(quality(root, work))
         if only == "tree":  # measures no model: asked for by name only
             log.info("bench: artery tree")
             results.update(tree(Path(records[0]["label"])))

@@ -195,6 +195,7 @@ class TrainConfig:
     max_val_cases: int = 0  # 0 = every validation case
     lr_schedule: str = "none"  # "none", "cosine" (to 0 over the epochs) or "plateau" (ReduceLROnPlateau on val Dice)
     patience: int = 0  # early stopping: validations without improvement before stopping (0 = off)
+    max_minutes: float = 0.0  # a time budget: after the epoch that passes it, validate and stop (0 = off)
 
 
 @dataclass(frozen=True)

@@ -344,9 +344,9 @@ class Trainer:
         epoch = self.state.epoch
         return self.has_validation and (epoch % self.cfg.train.val_every == 0 or epoch == self.cfg.train.epochs)
 
-    def end_epoch(self, row: dict[str, Any]) -> bool:
-        """Best metric and patience, schedulers, and whether training is over (rank 0's decision for all ranks).
-        Returns True when this epoch is the best so far."""
+    def end_epoch(self, row: dict[str, Any], time_up: bool = False) -> bool:
+        """Best metric and patience, schedulers, and whether training is over (rank 0's decision for all ranks;
+        ``time_up``: ``train.max_minutes`` has passed). Returns True when this epoch is the best so far."""
         state, cfg = self.state, self.cfg
         score = row.get("val_dice", float("nan"))
         is_best = False
@@ -359,7 +359,7 @@ class Trainer:
                 state.bad_validations += 1
         if isinstance(state.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             state.scheduler.step()
-        stop = cfg.train.patience > 0 and state.bad_validations >= cfg.train.patience
+        stop = (cfg.train.patience > 0 and state.bad_validations >= cfg.train.patience) or time_up
         state.finished = broadcast_flag(stop or state.epoch >= cfg.train.epochs, self.info)
         return is_best
 
@@ -393,14 +393,17 @@ class Trainer:
         result = FitResult(run_dir, state.best_metric, state.best_epoch)
         bar = tqdm(total=(cfg.train.epochs - state.epoch) * self.steps_per_epoch, desc="train", unit="step",
                    dynamic_ncols=True, disable=not (progress and self.info.is_main))
+        began = time.perf_counter()
         while state.epoch < cfg.train.epochs and not state.finished:
             state.epoch += 1
             start = time.perf_counter()
             row: dict[str, Any] = {"epoch": state.epoch, "loss": round(self.train_epoch(state.epoch, bar=bar), 6),
                                    "lr": state.optimizer.param_groups[0]["lr"]}
-            if self.validation_due():
+            budget = cfg.train.max_minutes * 60.0
+            time_up = broadcast_flag(budget > 0 and time.perf_counter() - began >= budget, self.info)
+            if self.validation_due() or (time_up and self.has_validation):
                 row.update({k: round(v, 6) for k, v in self.validate().items()})
-            is_best = self.end_epoch(row)
+            is_best = self.end_epoch(row, time_up)
             row["time_s"] = round(time.perf_counter() - start, 3)
             result.history.append(row)
             self.save(row, is_best, metrics_log)
@@ -424,7 +427,9 @@ class Trainer:
         if "val_dice" in row:
             msg += f", val Dice {row['val_dice']:.4f} (best {state.best_metric:.4f} @ {state.best_epoch})"
         if state.finished and state.epoch < cfg.train.epochs:
-            msg += f"; early stop: no improvement in {state.bad_validations} validation(s)"
+            patience = cfg.train.patience > 0 and state.bad_validations >= cfg.train.patience
+            msg += (f"; early stop: no improvement in {state.bad_validations} validation(s)" if patience else
+                    f"; stop: the time budget of {cfg.train.max_minutes:g} min is spent")
         bar.write(msg) if not bar.disable else log.info(msg)
 
 

@@ -31,6 +31,15 @@ def _losses(run):
         return [(int(r["epoch"]), float(r["loss"]), r["val_dice"]) for r in csv.DictReader(fh)]
 
 
+def test_a_time_budget_validates_and_stops(tmp_path, imagecas_small):
+    """train.max_minutes: the epoch that spends the budget is validated (best.pt holds it) and training stops."""
+    cfg = load_config(TINY, ["train.epochs=50", "train.steps_per_epoch=1", "train.val_every=10",
+                             "train.max_val_cases=1", "train.max_minutes=0.0001"], data={"root": str(imagecas_small)})
+    result = api.train(cfg=cfg, models_dir=tmp_path, name="budget", device="cpu", progress=False)
+    assert result.stopped_early and result.epochs == 1 and "val_dice" in result.history[-1]
+    assert result.best_epoch == 1 and load_checkpoint(tmp_path / "budget" / "last.pt")["finished"]
+
+
 def test_early_stopping_and_schedule(tmp_path, imagecas_small):
     cfg = load_config(TINY, ["train.epochs=6", "train.steps_per_epoch=1", "train.val_every=1",
                              "train.max_val_cases=1", "train.lr=1e-12", "train.patience=2",
