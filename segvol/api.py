@@ -110,23 +110,11 @@ def infer(*, inputs: list[Any], model: str | Path | None = None, out: str | Path
           progress: bool = False, tta: bool = False, amp: bool = False,
           outputs: str | Sequence[str] | None = None, series: str | None = None,
           store: bool = False, locate: bool = True) -> list[Prediction]:
-    """Segment each input scan and write its outputs on the scan's own grid. Returns one Prediction per input.
+    """Segment each input scan and write its outputs on the scan's own grid; one Prediction per input.
 
-    An input is a scan file, a glob, a folder of scans, a DICOM series folder (or a folder of them), a list of files
-    (the sequences of one multi-channel scan), a case folder of the model's dataset (read in the model's sequences,
-    however many), or a scan in memory: a ``nibabel.Nifti1Image`` (or a list of them), or ``(array, affine)``.
-    ``Prediction.mask`` is the mask in the input's kind: the written path, a ``Nifti1Image``, or a uint8 array; in
-    memory nothing is written unless ``out`` is given. Masks of folders go beside them as ``<folder>_seg.nii.gz``.
-
-    ``outputs`` names the output formats (``"seg,overlay,stl"``; see :mod:`segvol.inference.outputs`; default
-    ``seg``). Outputs that would collide, replace an input or (without ``overwrite``) an existing file are refused
-    before any work. ``tta`` averages the predictions over three axis flips; ``amp`` runs PyTorch models in bf16 on
-    CUDA. The model defaults to ``<models_dir>/model.onnx``, else the newest run's ``best.pt``. A cascade model
-    (docs/cascade.md) locates the target before it segments; ``locate=False`` segments the whole scan finely.
-
-    DICOM (docs/dicom.md): ``series`` picks the series of a DICOM folder by SeriesInstanceUID, number or description
-    (default: the largest axial volume of the model's modality); an input may be a DICOMweb series URL, and
-    ``store`` stores the DICOM outputs (``dicom-seg``, ``rtstruct``) back to that server.
+    Inputs, outputs and their options are those of :func:`segvol.inference.batch.infer_batch` (files, globs,
+    folders, DICOM series, case folders, DICOMweb URLs, scans in memory). The model defaults to
+    ``<models_dir>/model.onnx``, else the newest run's ``best.pt``.
     """
     from segvol.checkpoint import default_model
     from segvol.inference.batch import infer_batch
