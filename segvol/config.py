@@ -229,12 +229,13 @@ class LocateConfig:
     features: tuple[int, ...] = (8, 16, 32, 64, 128, 8)  # its BasicUNet
     target_dilate_mm: float = 4.0  # it learns the label grown by this much, so thin vessels survive the coarse grid
     margin_mm: float = 12.0  # the box around what it finds (inference) or around the label (fine-stage training)
+    keep_largest: int = 0  # the box holds the K largest components it finds (0: all; ImageCAS: 2, the two trees)
     epochs: int = 0  # its training epochs (0 = train.epochs)
     steps_per_epoch: int = 0  # 0 = train.steps_per_epoch
 
     def __post_init__(self) -> None:
-        if self.margin_mm < 0 or self.target_dilate_mm < 0:
-            raise SegvolError("config locate.margin_mm and locate.target_dilate_mm: must not be negative")
+        if self.margin_mm < 0 or self.target_dilate_mm < 0 or self.keep_largest < 0:
+            raise SegvolError("config locate.margin_mm, target_dilate_mm and keep_largest: must not be negative")
         if any(float(s) <= 0 for s in self.spacing):
             raise SegvolError(f"config locate.spacing: expected three positive numbers, got {list(self.spacing)}")
 

@@ -366,7 +366,7 @@ def _predict_located(model: LoadedModel, image_input: Any, sw_batch_size: int | 
     ref = ref if ref is not None else Grid(tuple(int(s) for s in first.shape[:3]), np.asarray(first.affine))
     shape = tuple(int(s) for s in ref.shape[:3])
     found, _ = predict_scan(model.locator, scan, sw_batch_size, overlap, amp=amp, locate=False)
-    box = located_box(found.labels, np.asarray(ref.affine), model.cfg.locate.margin_mm)
+    box = located_box(found.labels, np.asarray(ref.affine), model.cfg.locate.margin_mm, model.cfg.locate.keep_largest)
     located = time.perf_counter() - clock
     if box is None:
         log.info("locate: the coarse stage found nothing; segmenting the whole scan")
