@@ -26,8 +26,8 @@ from segvol.errors import SegvolError
 from segvol.inference.core import sliding_window, to_onehot
 from segvol.networks import build_network, network_args
 from segvol.checkpoint import save_checkpoint
-from segvol.distributed import (DistInfo, all_reduce_sum, broadcast_flag, init_distributed, shard, shutdown,
-                                weights_in_sync)
+from segvol.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_flag, init_distributed, shard,
+                                shutdown, weights_in_sync)
 from segvol.utils import atomic_path
 
 __all__ = ["Trainer", "TrainState", "FitResult", "fit", "build_state", "autocast_settings", "make_loss",
@@ -448,6 +448,8 @@ def fit(cfg: Config, spec: TaskSpec, splits: dict[str, list[Record]], run_dir: P
         seed_everything(cfg.train.seed, deterministic=cfg.train.deterministic)
         trainer = Trainer(cfg, spec, device, info=info, run_dir=run_dir, logger=logger)
         trainer.attach_data(splits["train"], splits.get("val", []))
-        return trainer.fit(resume, progress=progress)
+        result = trainer.fit(resume, progress=progress)
+        barrier(info)  # every rank has finished its last collective before any tears the group down
+        return result
     finally:
         shutdown(info)
