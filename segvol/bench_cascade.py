@@ -67,7 +67,8 @@ def cascade(image_path: Path, locator_ckpt: Path, workdir: Path, plain_monai_inf
     _, onnx_1mm = _model(one_mm, spec, workdir, "recipe-1mm", None)
     _, onnx_1mm_located = _model(located_1mm, spec, workdir, "recipe-1mm-located", locator)
     _, onnx_fine = _model(fine, spec, workdir, "cascade-fine", locator)
-    out: dict[str, Any] = {"locator": str(locator_ckpt), "locator_features": locator["network"].get("features")}
+    out: dict[str, Any] = {"locator": str(locator_ckpt),
+                          "locator_features": locator["network"].get("kwargs", {}).get("features")}
     runs = {"recipe_1mm": (onnx_1mm, True), "recipe_1mm_located": (onnx_1mm_located, True),
             "cascade_fine": (onnx_fine, True), "cascade_fine_no_locate": (onnx_fine, False)}
     for name, (model, locate) in runs.items():
