@@ -22,12 +22,17 @@ _BLOCK = 32  # voxels per block edge of the Fortran-to-C copy: keeps both sides 
 
 
 def gunzip(raw: bytes) -> bytes:
-    """Decompress a whole gzip stream: ISA-L (``isal``, about 2x zlib) when installed, else zlib."""
+    """Decompress a whole gzip stream: ISA-L (``isal``, about 2x zlib) when installed, else zlib. Corrupt data
+    raises ``OSError`` either way (ISA-L's own error is not one)."""
     try:
         from isal import igzip
+        from isal.igzip_lib import IsalError
     except ImportError:  # optional speed-up
         return gzip.decompress(raw)
-    return igzip.decompress(raw)
+    try:
+        return igzip.decompress(raw)
+    except IsalError as exc:
+        raise OSError(f"corrupt gzip data ({exc})") from exc
 
 
 def gzip_bytes(raw: bytes, level: int = 1) -> bytes:
@@ -153,7 +158,7 @@ def image_from_bytes(data: bytes, name: str):  # noqa: ANN201
     import nibabel as nib
 
     try:
-        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        raw = gunzip(data) if data[:2] == b"\x1f\x8b" else data
         img = nib.Nifti1Image.from_bytes(raw)
         np.asanyarray(img.dataobj)
     except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, nib.wrapstruct.WrapStructError,
@@ -225,7 +230,7 @@ def load_in_memory(image_input) -> dict:  # noqa: ANN001
     array, meta = reader.get_data(images if len(images) > 1 else images[0])
     meta = switch_endianness(meta, "<")
     meta[ImageMetaKey.FILENAME_OR_OBJ] = IN_MEMORY
-    return {"image": MetaTensor.ensure_torch_and_prune_meta(np.asarray(array, dtype=np.float32), meta)}
+    return {"image": MetaTensor.ensure_torch_and_prune_meta(c_order_float32(array), meta)}  # one blocked copy
 
 
 def write_nifti(image, path: Path) -> None:  # noqa: ANN001  (a nibabel image)
