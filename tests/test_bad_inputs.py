@@ -290,3 +290,17 @@ def test_export_onnx_never_replaces_an_existing_file(tmp_path, capsys, untrained
     status, _, err = run(capsys, "export-onnx", "--checkpoint", str(untrained_ckpt), "--out", str(out))
     assert status == 2 and "model.onnx: already exists (use --overwrite" in one_line_error(err)
     assert out.read_bytes() == b"an earlier export"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad deflate block", "not gzip after the magic"])
+def test_corrupt_nifti_bytes_are_one_line_errors(damage):
+    """An in-memory read (the cascade reads a scan once, for both stages) names the scan and the problem, whichever
+    gzip decoder is installed (ISA-L's own error is not an OSError)."""
+    img = nib.Nifti1Image(np.arange(4096, dtype=np.int16).reshape(16, 16, 16), np.eye(4))
+    good = nifti.gzip_bytes(img.to_bytes())
+    assert nifti.image_from_bytes(good, "scan.nii.gz").shape == (16, 16, 16)
+    bad = {"truncated": good[: len(good) // 2], "bad deflate block": good[:10] + b"x" * 100 + good[110:],
+           "not gzip after the magic": good[:2] + b"garbage"}[damage]
+    with pytest.raises(SegvolError, match=r"^scan\.nii\.gz: not a readable NIfTI file \(") as err:
+        nifti.image_from_bytes(bad, "scan.nii.gz")
+    assert "\n" not in str(err.value)
