@@ -7,6 +7,13 @@ The coarse stage learns, at ``locate.spacing`` on whole scans, where the target 
 around the target, and its cache holds crops rather than whole scans. Both stage datasets are written once into
 ``<data>/.cache/cascade-<hash>/`` (reused while the settings and the source files are unchanged).
 
+A crop must look to the fine stage as it would inside the whole scan. The CT normalisation of the presets
+(``window``: clip, then a z-score over the voxels it is given) would take its statistics from the crop, so a wider
+or narrower box, a stray find of the coarse stage or a different margin would shift every intensity the fine stage
+sees. :func:`crop_invariant` replaces it, for both stages, with the same clip and fixed constants: the mean and
+standard deviation of the clipped training scans, whole (``preprocess.channels``, scheme ``ct``, as nnU-Net
+normalises CT), written into the run's config and checkpoints so that inference repeats them.
+
 The coarse stage's run is ``<run>/locate/``; its weights, config and task are then written into the run's
 ``best.pt`` and ``last.pt``, so one checkpoint carries the cascade.
 """
@@ -30,7 +37,7 @@ from segvol.labels import TaskSpec
 from segvol.training.trainer import FitResult, fit
 from segvol.utils import atomic_path
 
-__all__ = ["fit_cascade", "locator_config", "locator_task", "stage_records"]
+__all__ = ["fit_cascade", "locator_config", "locator_task", "stage_records", "crop_invariant"]
 
 log = logging.getLogger(__name__)
 LOCATOR_KEYS = ("config", "network", "task", "state_dict")
@@ -53,6 +60,37 @@ def locator_task(spec: TaskSpec, dataset: str) -> TaskSpec:
     """Where the target is: one foreground class, whatever the fine stage's classes."""
     return TaskSpec(in_channels=spec.in_channels, out_channels=2, activation="softmax", class_names=("target",),
                     modalities=spec.modalities, dataset=dataset)
+
+
+STATS_STRIDE = 2  # every 2nd voxel per axis: the constants of a whole scan to four digits, at 1/8 of the work
+
+
+def crop_invariant(cfg: Config, records: list[Record]) -> Config:
+    """``cfg`` with a ``window`` normalisation (clip, then the z-score of whatever voxels it is given) replaced by
+    the same clip and the constants of the whole clipped training scans (``records``): a crop then looks as it does
+    in its scan (see the module doc). Other normalisations are returned unchanged."""
+    import nibabel as nib
+
+    pp = cfg.preprocess
+    if pp.intensity_norm != "window" or not records or pp.intensity_window is None:
+        return cfg
+    lo, hi = (float(v) for v in pp.intensity_window)
+    channels = len(as_list(records[0]["image"]))
+    sums = np.zeros((channels, 3))  # per channel: voxels, sum, sum of squares
+    step = (slice(None, None, STATS_STRIDE),) * 3
+    for record in records:
+        for c, path in enumerate(as_list(record["image"])):
+            data = np.asanyarray(cast(Any, nib.load(str(path))).dataobj)
+            x = np.clip(np.asarray(data[step], dtype=np.float64), lo, hi)
+            sums[c] += (x.size, x.sum(), np.square(x).sum())
+    means = sums[:, 1] / sums[:, 0]
+    stds = np.sqrt(np.maximum(sums[:, 2] / sums[:, 0] - means**2, 0.0))
+    entries = [{"name": f"channel {c}", "scheme": "ct", "clip": [lo, hi], "mean": round(float(m), 4),
+                "std": round(max(float(s), 1e-3), 4)} for c, (m, s) in enumerate(zip(means, stds))]
+    log.info("cascade: intensities clipped to [%g, %g] and normalised by the training scans' constants (%s), so a "
+             "crop looks as it does in its scan", lo, hi,
+             "; ".join(f"mean {e['mean']:g}, std {e['std']:g}" for e in entries))
+    return cfg.replace(preprocess={"intensity_norm": "channels", "intensity_window": None, "channels": entries})
 
 
 def _work_dir(cfg: Config) -> Path:

@@ -67,6 +67,10 @@ def train_run(cfg: Config, *, models_dir: str | Path = "models", name: str | Non
         raise SegvolError(f"{cfg.data.root}: no training cases after the split")
     require_trainable([r for part in groups.values() for r in part], dataset=adapter, root=cfg.data.root,
                       channels=spec.in_channels)
+    if cfg.locate.enabled:  # the fine stage's crops normalised as their scans are (before the config is written)
+        from segvol.training.cascade import crop_invariant
+
+        cfg = crop_invariant(cfg, groups["train"])
     info, torch_device = init_distributed(pick_device(device or cfg.train.device))  # under torchrun: join now
     run_dir = _prepare_run(cfg, split, Path(models_dir), name, info)
     log.info("run folder: %s (%d train, %d val, %d test cases)", run_dir, len(groups["train"]), len(groups["val"]),

@@ -34,6 +34,43 @@ def test_one_run_trains_both_stages_into_one_checkpoint(cascade_run):
     coarse = ckpt["locator"]
     assert coarse["config"]["preprocess"]["spacing"] == [3.0, 3.0, 3.0] and coarse["task"]["out_channels"] == 2
     assert ckpt["config"]["preprocess"]["spacing"] == [0.8, 0.8, 0.8] and ckpt["config"]["locate"]["enabled"]
+    for stage in (ckpt["config"], coarse["config"]):  # both stages normalise by the training scans' constants
+        (channel,) = stage["preprocess"]["channels"]
+        assert stage["preprocess"]["intensity_norm"] == "channels" and channel["scheme"] == "ct"
+        assert channel["clip"] == [-200.0, 800.0] and channel["std"] > 1.0
+
+
+def test_a_crop_is_normalised_as_it_is_inside_its_scan(tmp_path):
+    """The presets' CT normalisation takes a z-score over the voxels it is given, so a crop would shift; the
+    cascade's constants (the whole clipped training scans' mean and std) make the crop's values the scan's."""
+    import torch
+
+    from segvol.training.cascade import STATS_STRIDE, crop_invariant
+    from segvol.transforms import intensity_steps
+
+    rng = np.random.default_rng(0)
+    hu = rng.normal(0.0, 300.0, (40, 36, 30)).astype(np.float32)
+    hu[10:30, 10:26, 8:22] += 400.0  # a bright heart in the middle: its crop is brighter than the scan
+    path = tmp_path / "1.img.nii.gz"
+    nib.save(nib.Nifti1Image(hu, np.diag([0.5, 0.5, 0.6, 1.0])), str(path))
+    cfg = load_config(str(REPO / "configs" / "tiny-fine.yaml"))
+    fixed = crop_invariant(cfg, [{"id": "1", "image": str(path), "label": str(path)}])
+    (channel,) = fixed.preprocess.channels
+    clipped = np.clip(hu[::STATS_STRIDE, ::STATS_STRIDE, ::STATS_STRIDE].astype(np.float64), -200.0, 800.0)
+    assert channel["mean"] == pytest.approx(clipped.mean(), abs=1e-3)
+    assert channel["std"] == pytest.approx(clipped.std(), abs=1e-3)
+
+    def normalised(config, array):
+        data = {"image": torch.as_tensor(array[None])}
+        for step in intensity_steps(config):
+            data = step(data)
+        return np.asarray(data["image"][0])
+
+    box = (slice(8, 32), slice(8, 28), slice(6, 24))
+    assert np.allclose(normalised(fixed, hu[box]), normalised(fixed, hu)[box], atol=1e-5)
+    assert not np.allclose(normalised(cfg, hu[box]), normalised(cfg, hu)[box], atol=1e-2)  # the preset's would shift
+    mri = load_config(str(REPO / "configs" / "tiny-brats.yaml"))
+    assert crop_invariant(mri, [{"id": "1", "image": str(path), "label": str(path)}]) is mri  # only the CT window
 
 
 def test_cascade_locates_then_segments_onto_the_input_grid(cascade_run, tmp_path, caplog):
