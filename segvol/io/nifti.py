@@ -26,12 +26,12 @@ def gunzip(raw: bytes) -> bytes:
     raises ``OSError`` either way (ISA-L's own error is not one)."""
     try:
         from isal import igzip
-        from isal.igzip_lib import IsalError
+        from isal.igzip_lib import IsalError  # ISA-L's error (stubs type it loosely)
     except ImportError:  # optional speed-up
         return gzip.decompress(raw)
     try:
         return igzip.decompress(raw)
-    except IsalError as exc:
+    except IsalError as exc:  # type: ignore[misc]
         raise OSError(f"corrupt gzip data ({exc})") from exc
 
 

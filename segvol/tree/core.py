@@ -20,13 +20,13 @@ from scipy import ndimage
 
 from segvol.errors import SegvolError
 
-from segvol.tree.distance import distance_in_windows, radius_from_edt
+from segvol.tree.distance import distance_to_background, radius_from_edt
 from segvol.tree.grading import grade_tree
 from segvol.tree.graph import VoxelGraph, pixel_graph, trace_graph
 from segvol.tree.measure import Geometry, measure_trees, to_mm
 from segvol.tree.pruning import prune_spurs
 from segvol.tree.records import Node, Piece, Segment, Tree, TreeSettings
-from segvol.tree.thinning import Work, keep_inside, prepare, repair_skeleton, skeleton_of
+from segvol.tree.thinning import Work, keep_inside, prepare, repair_skeleton, skeleton_of_components
 
 __all__ = ["TreeAnalysis", "TracedGraph", "analyse_mask", "trace_mask", "spacing_of_affine", "SIDE_MARGIN_MM"]
 
@@ -155,7 +155,8 @@ def trace_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | No
     """Everything of :func:`analyse_mask` up to the measurement: crop, components, pieces, skeleton, graph,
     pruning."""
     settings = settings or TreeSettings()
-    mask = np.asarray(mask) != 0
+    mask = np.asarray(mask)
+    mask = mask if mask.dtype == bool else mask != 0
     if mask.ndim != 3:
         raise ValueError(f"expected a 3D mask, got shape {mask.shape}")
     affine = np.asarray(affine, dtype=np.float64)
@@ -183,13 +184,10 @@ def trace_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | No
     sub = Work(work.mask[box], work.offset + lo,
                tuple(slice(max(w.start - b.start, 0), max(min(w.stop, b.stop) - b.start, 0))
                      for w, b in zip(work.inside, box)))
-    is_tree = np.zeros(n + 1, bool)
-    is_tree[tree_labels] = True
-    thin = skeleton_of(sub, inside_only=False) & is_tree[labels[box]]
+    thin = skeleton_of_components(labels[box], tree_labels)
     pg = pixel_graph(keep_inside(repair_skeleton(thin, labels[box], tree_labels), sub))
     pg.coords += lo  # work indices from here on
-    radius = radius_from_edt(distance_in_windows(work.mask, pg.coords, labels[tuple(pg.coords.T)], spacing),
-                             float(spacing.min()))
+    radius = radius_from_edt(distance_to_background(work.mask, pg.coords, spacing), float(spacing.min()))
     traced.graph = trace_graph(pg)
     result.spurs_removed = prune_spurs(traced.graph, radius, spacing, settings.spur_factor)
     traced.geo = Geometry(affine, work.offset, radius, spacing, work, prob)

@@ -16,6 +16,8 @@ map, else the mask) is resampled along the centreline:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from scipy import ndimage
 from segvol.tree.records import Tree
 from segvol.tree.sections import plane_axes, tangents
 
-__all__ = ["save_cprs", "save_cpr", "main_paths", "straightened", "frames", "Volume"]
+__all__ = ["save_cprs", "cpr_jobs", "save_cpr", "main_paths", "straightened", "frames", "Volume"]
 
 log = logging.getLogger(__name__)
 MIN_LENGTH_MM = 40.0
@@ -73,9 +75,26 @@ def straightened(field: np.ndarray, to_index: np.ndarray, points: np.ndarray, ac
     return _sample(field, to_index, points[None] + h[:, None, None] * across[None], mode)
 
 
-def _curved(field: np.ndarray, to_index: np.ndarray, points: np.ndarray, mode: str
+def _near(support: np.ndarray, centre: np.ndarray, axes: np.ndarray, depth: float, lo: np.ndarray,
+          shape: tuple[int, int], reach: float) -> np.ndarray:
+    """(rows, columns) of the curved view: True at the pixels within ``reach`` mm of a ``support`` point (scanner
+    mm) that lies within ``reach`` of the slab (``depth`` mm either side of the plane)."""
+    rel = support - centre
+    rel = rel[np.abs(rel @ axes[2]) <= depth + reach]
+    r = int(np.ceil(reach / (2 * PIXEL_MM) + 0.5))
+    col = np.rint((rel @ axes[0] - lo[0]) / (2 * PIXEL_MM)).astype(np.int64) + r
+    row = np.rint((rel @ axes[1] - lo[1]) / (2 * PIXEL_MM)).astype(np.int64) + r
+    hit = np.zeros((shape[0] + 2 * r, shape[1] + 2 * r), bool)
+    ok = (row >= 0) & (row < hit.shape[0]) & (col >= 0) & (col < hit.shape[1])
+    hit[row[ok], col[ok]] = True
+    return ndimage.maximum_filter(hit, size=2 * r + 1)[r:r + shape[0], r:r + shape[1]]
+
+
+def _curved(field: np.ndarray, to_index: np.ndarray, points: np.ndarray, mode: str, support: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float, float]]:
-    """Slab maximum on the artery's best-fitting plane, the centreline in that plane's coordinates, and the extent."""
+    """Slab maximum on the artery's best-fitting plane, the centreline in that plane's coordinates, and the extent.
+    With ``support`` (the scanner mm of the voxels where ``field`` is non-zero; zero elsewhere and beyond, mode
+    ``constant``), only the pixels that can see one of them are sampled: the same image, a fraction of the work."""
     centre = points.mean(axis=0)
     _, _, axes = np.linalg.svd(points - centre, full_matrices=False)
     a, b, normal = axes[0], axes[1], axes[2]
@@ -86,30 +105,45 @@ def _curved(field: np.ndarray, to_index: np.ndarray, points: np.ndarray, mode: s
     slab = np.arange(-depth, depth + 1e-9, 2 * PIXEL_MM)
     image = np.zeros((len(gy), len(gx)), np.float32)
     plane = centre + gx[None, :, None] * a + gy[:, None, None] * b
+    seen = np.ones(image.shape, bool)
+    if support is not None:  # trilinear interpolation reaches one voxel: the sum of the voxel's edges bounds it
+        reach = float(np.linalg.norm(np.linalg.inv(to_index[:3, :3]), axis=0).sum())
+        seen = _near(support, centre, axes, depth, lo, image.shape, reach)
+    plane, values = plane[seen], image[seen]
     for d in slab:  # one layer at a time keeps the memory small
-        image = np.maximum(image, _sample(field, to_index, plane + d * normal, mode))
+        values = np.maximum(values, _sample(field, to_index, plane + d * normal, mode))
+    image[seen] = values
     return image, xy, (float(lo[0]), float(gx[-1]), float(lo[1]), float(gy[-1]))
 
 
 def _profile_axes(ax: Any, tree: Tree, path: list[int], index: int) -> None:
-    offset = 0.0
-    for k in path:
-        s = tree.segments[k]
-        x = offset + s.arclength_mm
-        ax.plot(x, 2 * s.radii_mm, color="black", lw=1.2, label="diameter" if k == path[0] else None)
-        ax.fill_between(x, s.diameter_min_mm, s.diameter_max_mm, color="tab:blue", alpha=0.2, lw=0,
-                        label="min-max width" if k == path[0] else None)
-        ax.plot(x, s.reference_mm, "--", color="tab:green", lw=1.0, label="reference" if k == path[0] else None)
-        for span in (sp for sp in tree.not_assessable if sp.segment == k):
-            ax.axvspan(offset + span.from_mm, offset + span.to_mm, color="0.85", lw=0, zorder=0)
-        for les in (les for les in tree.lesions if les.segment == k and les.path == index):
-            at = offset + les.at_mm
-            ax.axvspan(at - les.length_mm / 2, at + les.length_mm / 2, color="red" if les.flagged else "orange",
-                       alpha=0.3, lw=0)
-            ax.annotate(f"{les.pct:.0f} % ({les.band})", (at, les.minimum_mm), xytext=(0, -14),
-                        textcoords="offset points", ha="center", fontsize=8, color="darkred")
-        offset += s.length_mm
-    ax.set(xlabel="distance along the artery (mm); grey: not assessable", ylabel="diameter (mm)", xlim=(0, offset))
+    """The diameter profile along the artery: one line per quantity, NaN between segments (each drawn apart), the
+    stretches not assessable in one collection, the graded lesions shaded and labelled."""
+    from matplotlib.collections import PolyCollection
+
+    segs = [tree.segments[k] for k in path]
+    offsets = np.cumsum([0.0] + [s.length_mm for s in segs])
+    gap = np.full(1, np.nan)
+    joined = {name: np.concatenate([part for s, o in zip(segs, offsets) for part in (get(s, o), gap)])
+              for name, get in (("x", lambda s, o: o + s.arclength_mm), ("d", lambda s, o: 2 * s.radii_mm),
+                                ("lo", lambda s, o: s.diameter_min_mm), ("hi", lambda s, o: s.diameter_max_mm),
+                                ("ref", lambda s, o: s.reference_mm))}
+    ax.plot(joined["x"], joined["d"], color="black", lw=1.2, label="diameter")
+    ax.fill_between(joined["x"], joined["lo"], joined["hi"], color="tab:blue", alpha=0.2, lw=0, label="min-max width")
+    ax.plot(joined["x"], joined["ref"], "--", color="tab:green", lw=1.0, label="reference")
+    at = dict(zip(path, offsets.tolist()))
+    grey = [(at[sp.segment] + sp.from_mm, at[sp.segment] + sp.to_mm) for sp in tree.not_assessable if sp.segment in at]
+    if grey:  # full height, in the axes' y coordinates
+        ax.add_collection(PolyCollection([[(a, 0), (a, 1), (b, 1), (b, 0)] for a, b in grey], facecolors="0.85",
+                                         linewidths=0, zorder=0, transform=ax.get_xaxis_transform()), autolim=False)
+    for les in (les for les in tree.lesions if les.segment in at and les.path == index):
+        x = at[les.segment] + les.at_mm
+        ax.axvspan(x - les.length_mm / 2, x + les.length_mm / 2, color="red" if les.flagged else "orange", alpha=0.3,
+                   lw=0)
+        ax.annotate(f"{les.pct:.0f} % ({les.band})", (x, les.minimum_mm), xytext=(0, -14), textcoords="offset points",
+                    ha="center", fontsize=8, color="darkred")
+    ax.set(xlabel="distance along the artery (mm); grey: not assessable", ylabel="diameter (mm)",
+           xlim=(0, float(offsets[-1])))
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
@@ -128,10 +162,11 @@ Volume = tuple[np.ndarray, np.ndarray, str]  # an array, scanner mm -> its index
 
 
 def save_cpr(tree: Tree, index: int, lumen: Volume, path: str | Path, *, show: Volume | None = None,
-             title: str = "") -> Path:
+             title: str = "", support: np.ndarray | None = None) -> Path:
     """The CPR picture of ``tree.paths[index]`` (see the module doc): ``show`` (default ``lumen``) is drawn, the 0.5
-    level of ``lumen`` (the mask or probability) outlined."""
-    from segvol.viz.plots import pyplot, save_figure
+    level of ``lumen`` (the mask or probability) outlined. ``support``: the scanner mm of the voxels where ``show``
+    is non-zero, when it is zero elsewhere (a mask, mode ``constant``): the curved view is sampled near them only."""
+    from segvol.viz.plots import fewer_ticks, pyplot, save_figure
 
     plt = pyplot()
     show = show or lumen
@@ -141,11 +176,12 @@ def save_cpr(tree: Tree, index: int, lumen: Volume, path: str | Path, *, show: V
     half = max(3.0, 1.5 * float(np.percentile(widths, 95)))
     fig, axes = plt.subplots(4, 1, figsize=(10, 8.5), gridspec_kw={"height_ratios": [2.2, 1, 1, 1.4]})
     fig.subplots_adjust(left=0.08, right=0.98, top=0.93, bottom=0.06, hspace=0.45)
-    curved, xy, extent = _curved(show[0], show[1], pts, show[2])
+    curved, xy, extent = _curved(show[0], show[1], pts, show[2], support)
     axes[0].imshow(curved, origin="lower", extent=extent, cmap="gray")
     axes[0].plot(xy[:, 0], xy[:, 1], color="yellow", lw=0.8)
     axes[0].plot(*xy[0], "o", color="cyan", ms=5)
-    axes[0].set(title="curved view (slab on the artery's plane; cyan: ostium side)", aspect="equal")
+    axes[0].set_title("curved view (slab on the artery's plane; cyan: ostium side)", y=1.0)  # placed, not fitted
+    axes[0].set(aspect="equal")
     rows = np.arange(-half, half + 1e-9, PIXEL_MM)
     for ax, across, name in ((axes[1], u, "0°"), (axes[2], v, "90°")):
         image = straightened(show[0], show[1], pts, across, half, show[2])
@@ -155,17 +191,26 @@ def save_cpr(tree: Tree, index: int, lumen: Volume, path: str | Path, *, show: V
             ax.contour(arc, rows[: edge.shape[0]], edge, [0.5], colors="tab:orange", linewidths=0.8)
         ax.axhline(0.0, color="yellow", lw=0.4, ls=":")
         ax.set(ylabel=f"across {name} (mm)")
-    axes[1].set_title("straightened views (orange: lumen contour)", fontsize=9)
+    for ax in axes[1:3]:  # along the artery as the profile underneath, which numbers the distance
+        ax.sharex(axes[3])
+        ax.tick_params(labelbottom=False)
+    axes[1].set_title("straightened views (orange: lumen contour)", fontsize=9, y=1.0)
     _profile_axes(axes[3], tree, tree.paths[index], index)
     fig.suptitle(title or f"{tree.name}, artery {index + 1}: {arc[-1]:.0f} mm; graded narrowings are geometric "
                  "cues, not a diagnosis", fontsize=10)
+    fewer_ticks(axes[[0, 3]], axis="both")  # the straightened views share the profile's ticks along
     return save_figure(fig, path)
 
 
-def save_cprs(trees: list[Tree], lumen: Volume, out_dir: str | Path, *, show: Volume | None = None) -> list[Path]:
-    """``cpr_<tree>_<n>.png`` for each main artery of each tree, in ``out_dir``."""
-    out = []
-    for tree in trees:
-        for index in main_paths(tree):
-            out.append(save_cpr(tree, index, lumen, Path(out_dir) / f"cpr_{tree.name}_{index + 1}.png", show=show))
-    return out
+def cpr_jobs(trees: list[Tree], lumen: Volume, out_dir: str | Path, *, show: Volume | None = None,
+             support: np.ndarray | None = None) -> list[Callable[[], Path]]:
+    """One call per main artery of each tree, each writing its ``cpr_<tree>_<n>.png`` in ``out_dir``
+    (:func:`save_cpr`)."""
+    return [partial(save_cpr, tree, index, lumen, Path(out_dir) / f"cpr_{tree.name}_{index + 1}.png", show=show,
+                    support=support) for tree in trees for index in main_paths(tree)]
+
+
+def save_cprs(trees: list[Tree], lumen: Volume, out_dir: str | Path, *, show: Volume | None = None,
+              support: np.ndarray | None = None) -> list[Path]:
+    """``cpr_<tree>_<n>.png`` for each main artery of each tree, in ``out_dir`` (:func:`save_cpr`)."""
+    return [job() for job in cpr_jobs(trees, lumen, out_dir, show=show, support=support)]

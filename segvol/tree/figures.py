@@ -96,7 +96,8 @@ def _draw_view(ax: Any, result: TreeAnalysis, mask: np.ndarray, view: tuple, nor
             p = tree.nodes[tree.root].point_mm
             ax.annotate(tree.name, (p[a], p[b]), color="tab:blue", fontsize=9, xytext=(4, 4),
                         textcoords="offset points")
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, aspect="equal")
+    ax.set_title(title, y=1.0)  # placed, not fitted above the tick labels (a second layout of every tick)
+    ax.set(xlabel=xlabel, ylabel=ylabel, aspect="equal")
     return coll
 
 
@@ -104,10 +105,11 @@ def save_tree_picture(result: TreeAnalysis, mask: np.ndarray, path: str | Path, 
     """``tree.png`` (see the module doc)."""
     from matplotlib.colors import Normalize
 
-    from segvol.viz.plots import pyplot, save_figure
+    from segvol.viz.plots import fewer_ticks, pyplot, save_figure
 
     plt = pyplot()
-    mask = np.asarray(mask) != 0
+    mask = np.asarray(mask)
+    mask = mask if mask.dtype == bool else mask != 0
     radii = np.concatenate([s.radii_mm for _, s in result.segments]) if result.segments else np.ones(1)
     norm = Normalize(vmin=0.0, vmax=float(np.percentile(radii, 99)) or 1.0)
     fig, axes = plt.subplots(1, 2, figsize=(13, 6.5))
@@ -120,6 +122,7 @@ def save_tree_picture(result: TreeAnalysis, mask: np.ndarray, path: str | Path, 
     fig.suptitle(title or f"{len(result.trees)} tree(s), {len(result.segments)} segments, "
                  f"{sum(t.length_mm for t in result.trees):.0f} mm of centreline"
                  + (f"; {flagged} narrowing cue(s) circled (geometric, not a diagnosis)" if flagged else ""))
+    fewer_ticks(axes, axis="both")  # the views, not the colour bar
     return save_figure(fig, path)
 
 
@@ -135,11 +138,14 @@ def save_radius_profiles(result: TreeAnalysis, path: str | Path) -> Path:
     """``radius_profiles.png`` (see the module doc)."""
     from matplotlib.collections import LineCollection
 
-    from segvol.viz.plots import pyplot, save_figure
+    from segvol.viz.plots import fewer_ticks, pyplot, save_figure
 
     plt = pyplot()
     n = max(len(result.trees), 1)
     fig, axes = plt.subplots(n, 1, figsize=(11, 3.6 * n), squeeze=False)
+    height = 3.6 * n  # a fixed layout in inches (tight_layout draws the figure twice): title, ticks and labels
+    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.4 / height, bottom=0.6 / height,
+                        hspace=0.85 / ((height - 1.0 - 0.85 * (n - 1)) / n))
     for ax, tree in zip(axes[:, 0], result.trees):
         start = _starts(tree)
         cmap = plt.get_cmap("tab20")
@@ -153,13 +159,13 @@ def save_radius_profiles(result: TreeAnalysis, path: str | Path) -> Path:
                  for i in _narrowing_sample(s)]
         if marks:
             ax.plot(*zip(*marks), "o", mfc="none", mec="red", ms=9, mew=1.5)
-        ax.set(title=f"{tree.name}: {len(tree.segments)} segments, {tree.length_mm:.0f} mm",
-               xlabel="distance from the root along the tree (mm)", ylabel="radius (mm)")
+        ax.set_title(f"{tree.name}: {len(tree.segments)} segments, {tree.length_mm:.0f} mm", y=1.0)
+        ax.set(xlabel="distance from the root along the tree (mm)", ylabel="radius (mm)")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         if tree.segments:
             ax.legend(title="segment", fontsize=7, ncol=10, loc="upper right")
     if not result.trees:
         axes[0, 0].text(0.5, 0.5, "no tree", ha="center", va="center")
-    fig.tight_layout()
+    fewer_ticks(axes, axis="both")
     return save_figure(fig, path)

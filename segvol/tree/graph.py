@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["PixelGraph", "pixel_graph", "GraphNode", "GraphEdge", "VoxelGraph", "trace_graph"]
+__all__ = ["PixelGraph", "pixel_graph", "neighbour_links", "GraphNode", "GraphEdge", "VoxelGraph", "trace_graph"]
 
 _OFFSETS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)
                      if (a, b, c) > (0, 0, 0)], dtype=np.int64)  # the 13 forward neighbours
@@ -29,24 +29,29 @@ class PixelGraph:
     neighbours: list[list[int]]
 
 
-def pixel_graph(skel: np.ndarray) -> PixelGraph:
-    """26-neighbour graph of the skeleton voxels (see the module doc for the dropped diagonals)."""
-    coords = np.argwhere(skel)
+def neighbour_links(coords: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair of 26-neighbours among the voxels ``coords`` (n, 3) of an array of ``shape``, once: the two
+    indices into ``coords`` and the squared length of the step (1, 2 or 3)."""
     n = len(coords)
-    index = np.full(skel.shape, -1, dtype=np.int32 if n < 2**31 else np.int64)  # a full-grid lookup: keep it small
+    index = np.full(shape, -1, dtype=np.int32 if n < 2**31 else np.int64)  # a full-grid lookup: keep it small
     index[tuple(coords.T)] = np.arange(n)
-    shape = np.array(skel.shape)
+    bound = np.array(shape)
     links: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for off in _OFFSETS:
         q = coords + off
-        ok = np.all((q >= 0) & (q < shape), axis=1)
+        ok = np.all((q >= 0) & (q < bound), axis=1)
         j = np.full(n, -1, dtype=np.int64)
         j[ok] = index[tuple(q[ok].T)]
         hit = j >= 0
         links.append((np.flatnonzero(hit), j[hit], np.full(int(hit.sum()), int(off @ off))))
-    src = np.concatenate([a for a, _, _ in links]) if links else np.zeros(0, np.int64)
-    dst = np.concatenate([b for _, b, _ in links]) if links else np.zeros(0, np.int64)
-    sq = np.concatenate([c for _, _, c in links]) if links else np.zeros(0, np.int64)
+    return tuple(np.concatenate([link[i] for link in links]) for i in range(3))  # type: ignore[return-value]
+
+
+def pixel_graph(skel: np.ndarray) -> PixelGraph:
+    """26-neighbour graph of the skeleton voxels (see the module doc for the dropped diagonals)."""
+    coords = np.argwhere(skel)
+    n = len(coords)
+    src, dst, sq = neighbour_links(coords, skel.shape)
     near: list[dict[int, int]] = [{} for _ in range(n)]
     for a, b, s in zip(src.tolist(), dst.tolist(), sq.tolist()):
         near[a][b] = s

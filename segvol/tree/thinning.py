@@ -3,7 +3,8 @@
 1. :func:`prepare` crops the mask to its bounding box, fills enclosed cavities, and pads it. Where the mask touches
    the volume border the last slice is repeated outwards (a vessel cut by the field of view continues), so that
    the skeleton reaches the border and the distance transform sees no false wall there; elsewhere one zero voxel.
-2. :func:`skeleton_of`: scikit-image's Lee 3D thinning of that array, kept inside the original volume.
+2. :func:`skeleton_of_components`: scikit-image's Lee 3D thinning of the trees of that array, each in its own box;
+   :func:`keep_inside` keeps it inside the original volume.
 3. :func:`repair_skeleton`: components whose skeleton vanished or fell apart (scikit-image issue #3757) are thinned
    again with a one-voxel layer added on one side; all of them in one batch (:func:`_rethin`), windows of one
    cross-section stacked along the first axis, a large component being a batch of one.
@@ -15,8 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-__all__ = ["Work", "prepare", "fill_holes", "skeleton_of", "keep_inside", "repair_skeleton", "MAX_BORDER_PAD"]
+from segvol.tree.graph import neighbour_links
+
+__all__ = ["Work", "prepare", "fill_holes", "skeleton_of_components", "keep_inside", "repair_skeleton",
+           "MAX_BORDER_PAD"]
 
 MAX_BORDER_PAD = 48  # voxels repeated beyond a border the mask touches (enough for vessels up to ~45 voxels wide)
 
@@ -37,16 +43,48 @@ def _border_pad(face: np.ndarray, spacing_face: list[float], step: float) -> int
     return int(min(np.ceil(radius / step) + 3, MAX_BORDER_PAD))
 
 
+def _sandwiched(mask: np.ndarray) -> np.ndarray:
+    """Background voxels with a mask voxel on both sides along every axis: the only ones a cavity can hold (from
+    any other a straight line of background leads to a face of the array). The first and last mask voxel of every
+    line come from the mask's voxels, not from a pass along each axis."""
+    at = np.nonzero(mask)
+    inner = ~mask
+    for ax in range(mask.ndim):
+        plane = [mask.shape[a] for a in range(mask.ndim) if a != ax]
+        line = tuple(at[a] for a in range(mask.ndim) if a != ax)
+        first = np.full(plane, mask.shape[ax], np.int32)  # no mask voxel on the line: nothing lies between
+        last = np.full(plane, -1, np.int32)
+        np.minimum.at(first, line, at[ax])
+        np.maximum.at(last, line, at[ax])
+        along = np.arange(mask.shape[ax], dtype=np.int32).reshape([-1 if a == ax else 1 for a in range(mask.ndim)])
+        inner &= (along > np.expand_dims(first, ax)) & (along < np.expand_dims(last, ax))
+    return inner
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``ndimage.binary_fill_holes(mask)``: the background parts (6-connected) that reach no face of the array are
-    filled; found by labelling the background once instead of growing it from the faces step by step."""
-    background, n = ndimage.label(~mask)
-    outside = np.zeros(n + 1, bool)
-    for ax in range(3):
-        for end in (0, -1):
-            outside[np.take(background, end, axis=ax)] = True
-    outside[0] = False
-    return ~outside[background]
+    filled. Only the background held between mask voxels along every axis (:func:`_sandwiched`, a small part of a
+    vessel mask's box) is labelled; a part of it that touches other background reaches a face."""
+    mask = np.asarray(mask, dtype=bool)
+    inner = _sandwiched(mask)
+    filled = mask.copy()
+    idx = np.argwhere(inner)
+    if not len(idx):
+        return filled
+    box = tuple(slice(a - 1, b + 2) for a, b in zip(idx.min(axis=0), idx.max(axis=0)))  # never on a face
+    inner_box = inner[box]
+    parts, n = ndimage.label(inner_box)
+    outside = ~mask[box] & ~inner_box
+    leaks = np.zeros(n + 1, bool)
+    for ax in range(mask.ndim):
+        lo = [slice(None)] * mask.ndim
+        hi = [slice(None)] * mask.ndim
+        lo[ax], hi[ax] = slice(None, -1), slice(1, None)
+        leaks[parts[tuple(lo)][outside[tuple(hi)]]] = True
+        leaks[parts[tuple(hi)][outside[tuple(lo)]]] = True
+    leaks[0] = True
+    filled[box] |= ~leaks[parts]
+    return filled
 
 
 def prepare(mask: np.ndarray, spacing: np.ndarray) -> Work | None:
@@ -56,27 +94,40 @@ def prepare(mask: np.ndarray, spacing: np.ndarray) -> Work | None:
         return None
     lo = np.array([c[0] for c in coords])
     hi = np.array([c[-1] + 1 for c in coords])
-    arr = fill_holes(mask[tuple(slice(a, b) for a, b in zip(lo, hi))])
+    arr = fill_holes(np.ascontiguousarray(mask[tuple(slice(a, b) for a, b in zip(lo, hi))]))  # C order is faster
     pads = []
     for ax in range(3):
         plane = [s for a, s in enumerate(spacing) if a != ax]
         before = _border_pad(np.take(arr, 0, axis=ax), plane, spacing[ax]) if lo[ax] == 0 else 0
         after = _border_pad(np.take(arr, -1, axis=ax), plane, spacing[ax]) if hi[ax] == mask.shape[ax] else 0
         pads.append((before, after))
-    arr = np.pad(arr, pads, mode="edge")
+    if any(any(p) for p in pads):
+        arr = np.pad(arr, pads, mode="edge")
     arr = np.pad(arr, 1)
     inside = tuple(slice(1 + b, 1 + b + (h - lo_)) for (b, _), lo_, h in zip(pads, lo, hi))
     offset = lo - np.array([1 + b for b, _ in pads])
     return Work(np.ascontiguousarray(arr), offset.astype(np.int64), inside)
 
 
-def skeleton_of(work: Work, *, inside_only: bool = True) -> np.ndarray:
-    """Lee's 3D thinning of the work mask (bool, work shape), kept inside the original volume unless not
-    ``inside_only`` (see :func:`keep_inside`)."""
+def skeleton_of_components(labels: np.ndarray, which: list[int], alone: int = 4) -> np.ndarray:
+    """Lee's thinning of the components ``which`` of ``labels`` (largest first): the first ``alone`` each in its
+    own bounding box, the others together in theirs. The same voxels as thinning the whole mask and keeping theirs
+    (Lee's thinning decides on each voxel from its 26 neighbours, which hold no voxel of another component, and
+    pads the array with zeros), in less time: two trees' boxes hold much less than the box of both."""
     from skimage.morphology import skeletonize
 
-    skel = skeletonize(work.mask).astype(bool)
-    return keep_inside(skel, work) if inside_only else skel
+    skel = np.zeros(labels.shape, bool)
+    boxes = ndimage.find_objects(labels)
+    keep = np.zeros(len(boxes) + 1, bool)
+    for group in [[lab] for lab in which[:alone]] + ([which[alone:]] if len(which) > alone else []):
+        found = [boxes[lab - 1] for lab in group if boxes[lab - 1] is not None]
+        if not found:
+            continue
+        box = tuple(slice(min(b[ax].start for b in found), max(b[ax].stop for b in found)) for ax in range(3))
+        keep[:] = False
+        keep[group] = True
+        skel[box] |= skeletonize(keep[labels[box]]).astype(bool)
+    return skel
 
 
 def keep_inside(skel: np.ndarray, work: Work) -> np.ndarray:
@@ -138,17 +189,18 @@ def repair_skeleton(skel: np.ndarray, labels: np.ndarray, which: list[int]) -> n
 
     Such a component is thinned again with a one-voxel layer added on one side (along x, else y, else z), which
     breaks the symmetry and shifts the centreline by half a voxel at most; the first result in one piece is kept.
-    ``skel`` is the thinning of the whole work mask, padding included (:func:`skeleton_of` with ``inside_only``
-    false): cut at the volume's border, a skeleton may lie in several pieces that the padding joins. All such
+    ``skel`` is the thinning of the work mask's components, padding included (:func:`skeleton_of_components`):
+    cut at the volume's border, a skeleton may lie in several pieces that the padding joins. All such
     components (speckle: thousands of them) are re-thinned in one batch (:func:`_rethin`).
     """
-    # a piece of skeleton lies in one component: count the pieces of every component at once
-    pieces, n = ndimage.label(skel, ndimage.generate_binary_structure(3, 3))
-    at = np.flatnonzero(pieces)
-    piece_of = pieces.ravel()[at]
-    component = np.bincount(piece_of, weights=labels.ravel()[at], minlength=n + 1)[1:]  # summed over a piece ...
-    component = (component / np.bincount(piece_of, minlength=n + 1)[1:]).round().astype(np.int64)  # ... mean
-    per_component = np.bincount(component, minlength=int(labels.max()) + 1)
+    # a piece of skeleton lies in one component: count the pieces of every component at once, from the skeleton's
+    # voxels (a few thousand) rather than a labelling of the whole box
+    at = np.argwhere(skel)
+    src, dst, _ = neighbour_links(at, skel.shape)
+    n, piece_of = connected_components(coo_matrix((np.ones(len(src), bool), (src, dst)), shape=(len(at),) * 2),
+                                       directed=False)
+    first = np.unique(piece_of, return_index=True)[1]  # a voxel of every piece
+    per_component = np.bincount(labels[tuple(at[first].T)], minlength=int(labels.max()) + 1)
     boxes = ndimage.find_objects(labels)
     windows = []
     for lab in which:

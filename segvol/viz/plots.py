@@ -13,7 +13,7 @@ import numpy as np
 from segvol.errors import SegvolError
 from segvol.utils import atomic_path
 
-__all__ = ["pyplot", "save_figure", "box_strip_plot", "training_curves", "read_training_log"]
+__all__ = ["pyplot", "save_figure", "fewer_ticks", "box_strip_plot", "training_curves", "read_training_log"]
 
 
 def pyplot() -> Any:
@@ -26,10 +26,19 @@ def pyplot() -> Any:
     return plt
 
 
+def fewer_ticks(axes: Any, bins: int = 5, axis: str = "x") -> None:
+    """At most ``bins`` intervals between the numbered ticks along ``axis`` ("x", "y" or "both") of each of
+    ``axes`` (matplotlib fills a wide axis with up to ten; each tick is a line and a text to lay out and draw, a good
+    part of a figure's time). Leave short axes alone: there ``bins`` would add ticks."""
+    for ax in np.ravel(axes):
+        ax.locator_params(axis=axis, nbins=bins)
+
+
 def save_figure(fig: Any, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG atomically (nothing half-written on failure), close it, and return ``path``."""
+    """Write ``fig`` as a PNG atomically (nothing half-written on failure), close it, and return ``path``. The
+    fastest zlib level: a third less time to encode than the default, files a few per cent larger."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, pil_kwargs={"compress_level": 1})
     pyplot().close(fig)
     return Path(path)
 
