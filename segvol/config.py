@@ -228,7 +228,7 @@ class LocateConfig:
     roi_size: tuple[int, int, int] = (64, 64, 64)  # its patch (whole volumes at this spacing, mostly)
     features: tuple[int, ...] = (8, 16, 32, 64, 128, 8)  # its BasicUNet
     target_dilate_mm: float = 4.0  # it learns the label grown by this much, so thin vessels survive the coarse grid
-    margin_mm: float = 12.0  # the box around what it finds (inference) or around the label (fine-stage training)
+    margin_mm: float = 6.0  # the box around what it finds (inference) or around the label (fine-stage training)
     keep_largest: int = 0  # the box holds the K largest components it finds (0: all; ImageCAS: 2, the two trees)
     epochs: int = 0  # its training epochs (0 = train.epochs)
     steps_per_epoch: int = 0  # 0 = train.steps_per_epoch

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -367,8 +367,11 @@ def _predict_located(model: LoadedModel, image_input: Any, sw_batch_size: int | 
     first = scan[0] if isinstance(scan, (list, tuple)) else scan
     ref = ref if ref is not None else Grid(tuple(int(s) for s in first.shape[:3]), np.asarray(first.affine))
     shape = tuple(int(s) for s in ref.shape[:3])
-    found, _ = predict_scan(model.locator, scan, sw_batch_size, overlap, amp=amp, locate=False)
-    box = located_box(found.labels, np.asarray(ref.affine), model.cfg.locate.margin_mm, model.cfg.locate.keep_largest)
+    # the K largest finds are kept on the coarse stage's own grid (at 3 mm: milliseconds; on the scan's: seconds)
+    keep = {"keep_largest": model.cfg.locate.keep_largest}
+    locator = replace(model.locator, cfg=model.locator.cfg.replace(infer=keep))
+    found, _ = predict_scan(locator, scan, sw_batch_size, overlap, amp=amp, locate=False)
+    box = located_box(found.labels, np.asarray(ref.affine), model.cfg.locate.margin_mm)
     located = time.perf_counter() - clock
     if box is None:
         log.info("locate: the coarse stage found nothing; segmenting the whole scan")

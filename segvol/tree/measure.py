@@ -19,7 +19,7 @@ Conventions (documented in docs/tree.md):
   another branch or is elongated, and one vessel radius beyond; any section that runs open or finds no lumen;
   **valid** samples lie clear of junction zones and of the last 1.5 radii before a
   free end (all samples when that leaves none). **mean / min radius** are taken over the valid samples.
-* **root**: the end node whose first voxels are widest (the ostium of a coronary tree). Every segment is oriented
+* **root**: the free end of the widest terminal segment (the ostium of a coronary tree). Every segment is oriented
   away from it; **generation** is 1 for a segment at the root and one more after every branching.
 """
 
@@ -105,17 +105,25 @@ def _orient(graph: VoxelGraph, edge_ids: list[int], root: int | None) -> dict[in
 
 
 def _choose_root(graph: VoxelGraph, node_ids: list[int], edge_ids: list[int], geo: Geometry) -> int | None:
-    """The end node whose first voxels (up to five) are widest."""
-    best, best_r = None, -1.0
+    """The free end of the widest terminal segment (the median radius along the whole segment: a coronary tree's
+    trunk is wider than any distal branch, while the few voxels at its cut ostium can read thin, and a blob at a
+    distal tip wide); stubs shorter than their own diameter (junction blobs) count only when nothing else ends.
+    Of a segment with two free ends, the one whose first voxels are widest."""
+    candidates: list[tuple[bool, float, float, int]] = []  # (long enough, median radius, first voxels, node)
     for k in edge_ids:
         e = graph.edges[k]
-        for node, path in ((e.u, e.path), (e.v, e.path[::-1])):
-            if graph.nodes[node].kind != "end":
-                continue
-            r = float(np.median(geo.radius[path[:5]]))
-            if r > best_r:
-                best, best_r = node, r
-    return node_ids[0] if best is None and node_ids else best
+        ends = [(node, path) for node, path in ((e.u, e.path), (e.v, e.path[::-1]))
+                if graph.nodes[node].kind == "end"]
+        if not ends:
+            continue
+        radius = float(np.median(geo.radius[e.path]))
+        steps = np.diff(graph.pixels.coords[e.path], axis=0) * geo.spacing
+        long_enough = float(np.linalg.norm(steps, axis=1).sum()) >= 2.0 * radius
+        for node, path in ends:
+            candidates.append((long_enough, radius, float(np.median(geo.radius[path[:5]])), node))
+    if not candidates:
+        return node_ids[0] if node_ids else None
+    return max(candidates, key=lambda c: c[:3])[3]
 
 
 def _smooth_runs(points: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
