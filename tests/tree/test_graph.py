@@ -169,3 +169,19 @@ def test_blocky_tube_with_an_even_square_section_keeps_its_centreline(width):
     (tree,) = analyse_mask(mask, aff).trees
     (seg,) = tree.segments
     assert seg.length_mm == pytest.approx(34 * 0.5, abs=1.0)  # face to face
+
+
+def test_root_is_the_trunk_not_a_distal_bulb():
+    """The ostium is the free end of the widest terminal segment: a trunk whose cut end tapers (its first voxels read
+    thin) beats a thin branch ending in a bulb (its first voxels read wide)."""
+    aff = grid_affine((0.5, 0.5, 0.5))
+    p = lambda i, j, k: aff[:3, :3] @ np.array([i, j, k], float) + aff[:3, 3]  # noqa: E731
+    ostium, fork, tip = p(30, 30, 4), p(30, 30, 70), p(30, 96, 110)
+    caps = [(p(30, 30, 12), fork, 2.2), (ostium, p(30, 30, 12), 0.9),  # the trunk, tapering to its cut ostium
+            (fork, tip, 0.8), (tip, tip + 0.5, 2.0),  # a thin branch ending in a bulb
+            (fork, p(30, 2, 100), 1.0)]  # and another branch
+    (tree,) = analyse_mask(capsule_mask((60, 104, 118), aff, caps), aff).trees
+    root = tree.nodes[tree.root]
+    assert np.linalg.norm(root.point_mm - ostium) < 3.0, root.point_mm
+    first = next(s for s in tree.segments if s.generation == 1)
+    assert first.mean_radius_mm > 1.5  # the trunk is the first segment
