@@ -44,18 +44,11 @@ def scan_in_memory(image_input: Any) -> Any:
     return images[0] if len(images) == 1 else images
 
 
-def located_box(found: np.ndarray, affine: np.ndarray, margin_mm: float, keep_largest: int = 0
-                ) -> tuple[slice, ...] | None:
-    """The box of input voxels around the non-zero voxels of ``found`` (the coarse stage's mask on the input grid;
-    with ``keep_largest``, its K largest components only: a stray find far from the target does not stretch the
-    box), grown by ``margin_mm`` on every side and clipped to the scan; None when the coarse stage found nothing."""
+def located_box(found: np.ndarray, affine: np.ndarray, margin_mm: float) -> tuple[slice, ...] | None:
+    """The box of input voxels around the non-zero voxels of ``found`` (the coarse stage's mask on the input grid,
+    its ``locate.keep_largest`` largest finds already kept on its own grid by its post-processing), grown by
+    ``margin_mm`` on every side and clipped to the scan; None when the coarse stage found nothing."""
     mask = np.asarray(found) > 0
-    if keep_largest > 0 and mask.any():
-        import torch
-        from monai.transforms import KeepLargestConnectedComponent
-
-        keep = KeepLargestConnectedComponent(applied_labels=[1], num_components=keep_largest)
-        mask = np.asarray(keep(torch.as_tensor(mask[None].astype(np.uint8)))[0]) > 0
     box = union_box(mask, mask, margin=0)
     if box is None:
         return None

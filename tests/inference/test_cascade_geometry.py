@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import torch
 
+from segvol.config import InferConfig
 from segvol.inference.cascade import crop_scan, located_box, paste
+from segvol.inference.postprocess import postprocess
 
 AFFINE = np.array([[-0.5, 0, 0, 10.0], [0, 0.5, 0, -4.0], [0, 0, 2.0, 7.0], [0, 0, 0, 1]])
 
@@ -23,7 +26,9 @@ def test_keep_largest_drops_a_stray_find_far_from_the_target():
     found[10:20, 10:20, 2:8] = 1  # the target
     found[36:38, 36:38, 0:1] = 1  # a stray voxel pair, far away
     assert located_box(found, AFFINE, 0.0) == (slice(10, 38), slice(10, 38), slice(0, 8))
-    assert located_box(found, AFFINE, 0.0, keep_largest=1) == (slice(10, 20), slice(10, 20), slice(2, 8))
+    keep = InferConfig(min_component_mm3=0.0, keep_largest=1)  # the coarse stage's post-processing, locate.keep_largest
+    kept = postprocess(torch.as_tensor(found[None]), keep, (0.5, 0.5, 2.0), 2)
+    assert located_box(np.asarray(kept[0]), AFFINE, 0.0) == (slice(10, 20), slice(10, 20), slice(2, 8))
 
 
 def test_crop_keeps_its_place_and_paste_puts_it_back():
