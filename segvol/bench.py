@@ -278,7 +278,8 @@ def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = 
               data: str | Path | None = None, out_json: str | Path | None = None, only: str | None = None,
               locator: str | Path | None = None) -> dict[str, Any]:
     """Run every measurement (``only``: just ``preprocess``, ``train`` (with preprocessing), ``inference``,
-    ``tree`` or ``cascade``, which needs a cascade checkpoint ``locator``) on ``cases`` phantoms (or the ImageCAS
+    ``tree``, ``cascade`` or ``cascade-windows``, which need a cascade checkpoint ``locator``, or
+    ``cascade-quality``) on ``cases`` phantoms (or the ImageCAS
     folder ``data``) and return the figures."""
     from segvol import api
 
@@ -316,6 +317,12 @@ def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = 
             from segvol.bench_cascade import quality
 
             results.update(quality(root, work))
+        if only == "cascade-windows":  # the fine boxes against the whole scan, in windows: asked for by name only
+            from segvol.bench_cascade import cascade_windows
+
+            if locator is None:
+                raise SegvolError("--only cascade-windows needs --locator <a cascade run's best.pt> (its coarse stage)")
+            results.update(cascade_windows(records, Path(locator)))
         if only == "tree":  # measures no model: asked for by name only
             log.info("bench: artery tree")
             results.update(tree(Path(records[0]["label"])))
@@ -355,4 +362,8 @@ def format_table(results: dict[str, Any]) -> str:
         from segvol.bench_cascade import cascade_table
 
         lines += ["", cascade_table(results)]
+    if "cascade_windows" in results:
+        from segvol.bench_cascade import windows_table
+
+        lines = [line for line in lines if not line.startswith("cascade_windows")] + ["", windows_table(results)]
     return "\n".join(lines)

@@ -10,15 +10,18 @@ one (the ``locator`` of a cascade checkpoint, ``--locator``): where it looks dec
 from __future__ import annotations
 
 import logging
+import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
 from segvol.config import Config, config_to_dict, load_config
+from segvol.errors import SegvolError
 
-__all__ = ["cascade", "cascade_table"]
+__all__ = ["cascade", "cascade_table", "cascade_windows", "windows_table"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,6 @@ def cascade(image_path: Path, locator_ckpt: Path, workdir: Path, plain_monai_inf
     recipe of :mod:`segvol.bench`)."""
     from segvol.checkpoint import load_checkpoint
     from segvol.data.registry import get_adapter
-    from segvol.errors import SegvolError
     from segvol.inference.backends import load_model
 
     ckpt = load_checkpoint(locator_ckpt)
@@ -97,6 +99,76 @@ def cascade_table(results: dict[str, Any]) -> str:
     lines.append(f"1 mm recipe / fine cascade {results['fine_cascade_vs_recipe_1mm']:.2f}x (>= 1); --no-locate / "
                  f"fine cascade {results['no_locate_vs_fine_cascade']:.2f}x (>= 2); plain MONAI / 1 mm located "
                  f"{results['recipe_1mm_located_vs_plain_monai']:.2f}x (>= 5)")
+    return "\n".join(lines)
+
+
+def _windows(extent_mm: Any, spacing: float, cfg: Config) -> int:
+    """Sliding windows (``cfg``'s patch, ``infer.overlap: auto``) over a box of ``extent_mm`` resampled to
+    ``spacing`` mm and padded to at least one patch, as inference places them."""
+    from segvol.inference.core import window_count
+
+    roi = cfg.preprocess.roi_size
+    sizes = [max(int(round(float(e) / spacing)), int(r)) for e, r in zip(extent_mm, roi)]
+    return math.prod(window_count(n, int(r), cfg.infer.min_overlap) for n, r in zip(sizes, roi))
+
+
+def cascade_windows(records: list[dict[str, Any]], locator_ckpt: Path, spacings: tuple[float, ...] = (0.5, 0.7)
+                    ) -> dict[str, Any]:
+    """What the fine cascade costs against the whole scan at 1 mm, counted in full-size windows (the same network
+    runs both, so a window costs the same; docs/benchmarks.md), on each scan of ``records``: the whole scan at
+    1 mm, the box the coarse stage of ``locator_ckpt`` finds (``imagecas-fine``'s margin and ``keep_largest``) and
+    the box a perfect find would give (the label grown by ``target_dilate_mm + margin_mm``) at each fine spacing,
+    and the share of the label inside the found box."""
+    import nibabel as nib
+    import numpy as np
+
+    from segvol.inference.backends import load_model
+    from segvol.inference.cascade import located_box, scan_in_memory
+    from segvol.inference.predictor import predict_scan
+
+    fine = load_config("imagecas-fine")
+    one_mm = load_config("imagecas")
+    model = load_model(locator_ckpt, torch.device("cpu"))
+    if model.locator is None:
+        raise SegvolError(f"{locator_ckpt}: not a cascade checkpoint (no coarse stage inside)")
+    locate = fine.locate
+    locator = replace(model.locator, cfg=model.locator.cfg.replace(infer={"keep_largest": locate.keep_largest}))
+    rows = []
+    for record in records:
+        scan = scan_in_memory(Path(record["image"]))
+        spacing = np.linalg.norm(np.asarray(scan.affine)[:3, :3], axis=0)
+        label = np.asanyarray(cast(Any, nib.load(str(record["label"]))).dataobj) > 0
+        found, _ = predict_scan(locator, scan, None, None, locate=False)
+        boxes = {"found": located_box(found.labels, scan.affine, locate.margin_mm),
+                 "perfect": located_box(label, scan.affine, locate.margin_mm + locate.target_dilate_mm)}
+        whole_mm = [n * s for n, s in zip(scan.shape[:3], spacing)]
+        row: dict[str, Any] = {"case": str(record["id"]), "scan_mm": [round(x) for x in whole_mm],
+                               "whole_1mm": _windows(whole_mm, 1.0, one_mm)}
+        for name, box in boxes.items():
+            extent = [(b.stop - b.start) * s for b, s in zip(box or (), spacing)] if box is not None else whole_mm
+            row[f"{name}_box_mm"] = [round(x) for x in extent]
+            for fine_mm in spacings:
+                row[f"{name}_{fine_mm:g}mm"] = _windows(extent, fine_mm, fine)
+        inside = np.zeros(label.shape, bool)
+        if boxes["found"] is not None:
+            inside[boxes["found"]] = True
+        row["label_in_found_box"] = float((label & inside).sum() / max(int(label.sum()), 1))
+        log.info("bench cascade-windows: %s", row)
+        rows.append(row)
+    totals = {key: sum(r[key] for r in rows) for key in rows[0] if isinstance(rows[0][key], int)}
+    return {"cascade_windows": rows, "cascade_windows_total": totals}
+
+
+def windows_table(results: dict[str, Any]) -> str:
+    """Per scan: full-size windows of the whole scan at 1 mm and of the fine boxes, and the label kept."""
+    rows, totals = results["cascade_windows"], results["cascade_windows_total"]
+    keys = [k for k in totals if k != "whole_1mm"]
+    head = f"{'case':<8}{'scan (mm)':<18}{'whole 1 mm':>11}" + "".join(f"{k.replace('_', ' '):>17}" for k in keys)
+    lines = [head + f"{'label in box':>14}"]
+    for r in rows:
+        lines.append(f"{r['case']:<8}{'x'.join(map(str, r['scan_mm'])):<18}{r['whole_1mm']:>11}"
+                     + "".join(f"{r[k]:>17}" for k in keys) + f"{r['label_in_found_box']:>14.4f}")
+    lines.append(f"{'total':<26}{totals['whole_1mm']:>11}" + "".join(f"{totals[k]:>17}" for k in keys))
     return "\n".join(lines)
 
 

@@ -70,3 +70,14 @@ def test_bench_tree_stage_times_the_label_speckle_and_noise(imagecas_small):
         assert results[f"tree_{name}_s"] > 0 and results[f"tree_{name}_segments"] > 0, name
     assert results["tree_speckled_pieces"] > results["tree_phantom_pieces"]  # the speckle is reported
     assert results["tree_centreline_metrics_speckled_s"] > 0
+
+
+def test_cascade_windows_are_counted_as_inference_places_them():
+    """The cost unit of ``--only cascade-windows``: full-size windows over a box, counted by hand."""
+    from segvol.bench_cascade import _windows
+
+    one_mm, fine = load_config("imagecas"), load_config("imagecas-fine")  # 96³ windows, at least 10 voxels overlap
+    assert _windows([195.0, 195.0, 75.0], 1.0, one_mm) == 3 * 3 * 1  # 195 > 96 + 86; the short axis padded to 96
+    assert _windows([99.0, 90.0, 70.0], 0.5, fine) == 3 * 2 * 2  # 198, 180 (= 96 + 84), 140 voxels
+    assert _windows([99.0, 90.0, 70.0], 0.7, fine) == 2 * 2 * 2  # 141, 129, 100 voxels
+    assert _windows([40.0, 40.0, 40.0], 0.5, fine) == 1  # a box smaller than one window

@@ -26,15 +26,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=("small", "full"), default="small", help="phantom size")
     p.add_argument("--steps", type=_positive_int, default=10, help="timed training steps per measurement")
     p.add_argument("--data", default=None, help="an ImageCAS folder to use instead of fresh phantoms")
-    p.add_argument("--only", choices=("preprocess", "train", "inference", "tree", "cascade",
-                                                "cascade-quality"), default=None,
+    p.add_argument("--only", choices=("preprocess", "train", "inference", "tree", "cascade", "cascade-quality",
+                                      "cascade-windows"), default=None,
                    help="measure one part only (train includes preprocessing; tree: segvol tree and the centreline "
                         "metrics on a phantom label, the label with speckle, and noise; cascade: the 1 mm recipe, "
                         "the fine cascade and --no-locate with full-size networks on one scan; cascade-quality: "
                         "tiny-fine against tiny trained for the same minutes on the phantoms, judged on two unseen "
-                        "ones; docs/cascade.md)")
+                        "ones; cascade-windows: the fine box's windows against the whole scan's at 1 mm, per scan; "
+                        "docs/cascade.md)")
     p.add_argument("--locator", default=None, metavar="RUN/best.pt",
-                   help="with --only cascade: a cascade checkpoint whose trained coarse stage does the locating")
+                   help="with --only cascade or cascade-windows: a cascade checkpoint whose trained coarse stage "
+                        "does the locating")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
 

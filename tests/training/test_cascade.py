@@ -95,3 +95,23 @@ def test_cascade_locates_then_segments_onto_the_input_grid(cascade_run, tmp_path
     found_crop = int((located.labels.astype(bool) & label).sum())
     assert found_whole > 0 and found_crop > 0, (found_whole, found_crop)  # both masks hold artery
     assert found_crop >= found_whole, (found_crop, found_whole)
+
+
+def test_bench_counts_the_fine_boxes_windows_against_the_whole_scans(cascade_run, imagecas_small):
+    """``segvol bench --only cascade-windows``: per scan, the whole scan's windows at 1 mm, the found and the perfect
+    box's at each fine spacing, and how much of the label the found box holds."""
+    from segvol.bench import format_table
+    from segvol.bench_cascade import cascade_windows
+
+    records = [{"id": p.name.split(".")[0], "image": str(p), "label": str(p).replace(".img.", ".label.")}
+               for p in sorted(imagecas_small.glob("*.img.nii.gz"))[:2]]
+    results = cascade_windows(records, cascade_run / "best.pt")
+    rows, totals = results["cascade_windows"], results["cascade_windows_total"]
+    assert [r["case"] for r in rows] == [r["id"] for r in records]
+    for row in rows:
+        assert row["whole_1mm"] == 1  # a small phantom (about 80 mm) fits one 96 mm window at 1 mm
+        assert all(row[f"{box}_{mm}mm"] >= 1 for box in ("found", "perfect") for mm in ("0.5", "0.7"))
+        assert row["perfect_0.5mm"] >= row["perfect_0.7mm"]  # finer spacing, more voxels in the same box
+        assert 0.0 <= row["label_in_found_box"] <= 1.0
+    assert totals["whole_1mm"] == 2 and totals["found_0.5mm"] == sum(r["found_0.5mm"] for r in rows)
+    assert "label in box" in format_table(results)
