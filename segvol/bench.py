@@ -316,7 +316,7 @@ def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = 
         if only == "cascade-quality":  # trains two models for minutes: asked for by name only
             from segvol.bench_cascade import quality
 
-            results.update(quality(root, work))
+            results.update(quality(root, work, fine=cfg if cfg.locate.enabled else None))
         if only == "cascade-windows":  # the fine boxes against the whole scan, in windows: asked for by name only
             from segvol.bench_cascade import cascade_windows
 

@@ -214,19 +214,22 @@ def _against_truth(mask_path: Path, lines: list[Any]) -> dict[str, float]:
     return out
 
 
-def quality(train_root: Path, workdir: Path, test_cases: int = 2, seed: int = 1) -> dict[str, Any]:
-    """The fine cascade (``tiny-fine``) against the 1 mm recipe (``tiny``) trained for the same minutes on the
-    phantoms in ``train_root``, judged on ``test_cases`` unseen full-size phantoms (seed ``seed``): Dice, clDice,
-    centreline coverage and branches missed (``segvol evaluate``), the share of the true centreline inside the mask,
-    and ``segvol tree``'s radii against the phantoms' true radii (the reference label measured the same way is the
-    ceiling)."""
+def quality(train_root: Path, workdir: Path, test_cases: int = 2, seed: int = 1, fine: Config | None = None
+            ) -> dict[str, Any]:
+    """The fine cascade (``fine``, default ``tiny-fine``) against the 1 mm recipe (``tiny``) trained for the same
+    minutes on the phantoms in ``train_root``, judged on ``test_cases`` unseen full-size phantoms (seed ``seed``):
+    Dice, clDice, centreline coverage and branches missed (``segvol evaluate``), the share of the true centreline
+    inside the mask, and ``segvol tree``'s radii against the phantoms' true radii (the reference label measured the
+    same way is the ceiling)."""
     from segvol import api
 
     test = workdir / "unseen"
     api.synth(dataset="imagecas", out=test, cases=test_cases, size="full", seed=seed, progress=False)
     out: dict[str, Any] = {}
     start = time.perf_counter()
-    api.train(cfg=load_config("tiny-fine").replace(data={"root": str(train_root)}), models_dir=workdir / "runs",
+    fine = fine if fine is not None else load_config("tiny-fine")
+    out["fine_spacing"] = list(fine.preprocess.spacing)
+    api.train(cfg=fine.replace(data={"root": str(train_root)}), models_dir=workdir / "runs",
               name="fine", device="cpu", progress=False)
     minutes = (time.perf_counter() - start) / 60.0
     out["train_minutes_fine_cascade"] = minutes
