@@ -302,11 +302,26 @@ def _missing_uids(series: DicomSeries, headers: Sequence[Any]) -> list[str]:
     return problems
 
 
+_PASSED: dict[tuple[Any, ...], bool] = {}  # series files as last checked -> whether ``references`` was checked too
+
+
+def _as_checked(series: DicomSeries) -> tuple[Any, ...]:
+    """The series' files as they are now (path, size, modification time): a file changed since is checked again."""
+    return tuple((str(p), st.st_size, st.st_mtime_ns) for p in series.files for st in [p.stat()])
+
+
 def validate_series(series: DicomSeries, *, references: bool = False, outputs: str = "") -> None:
     """Check a series before any work: every file readable with its whole pixel data (the reader's own check),
     one size and orientation, evenly spaced slices in InstanceNumber order, and with ``references`` (a DICOM-SEG
     or RTSTRUCT is asked for: ``outputs`` names them) no gantry tilt and the UIDs such an object must copy.
-    One-line errors naming the folder."""
+    One-line errors naming the folder. A series that passed is not read again while its files are unchanged (batch
+    inference checks every input up front, then reads each)."""
+    try:
+        seen = _as_checked(series)
+    except OSError as exc:
+        raise SegvolError(f"{series.folder}: a file of the series cannot be read ({first_line(exc)})") from exc
+    if _PASSED.get(seen, None) is not None and (_PASSED[seen] or not references):
+        return
     headers = check_files(series.folder, series.files)
     tilt = _geometry(series, headers)
     if tilt > _TILT_DEGREES and references:
@@ -321,6 +336,9 @@ def validate_series(series: DicomSeries, *, references: bool = False, outputs: s
         if problems:
             raise SegvolError(f"{series.folder}: {outputs or 'a DICOM output'} must reference the source series, "
                               f"but its {problems[0]}{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}")
+    if len(_PASSED) >= 256:
+        _PASSED.clear()
+    _PASSED[seen] = references or _PASSED.get(seen, False)
 
 
 # Type 2 attributes of the Patient and General Study modules: present in a valid image, possibly empty; anonymised

@@ -195,3 +195,30 @@ def test_a_truncated_nifti_is_one_line(tmp_path, untrained_ckpt):  # noqa: F811
     # lines no more
     assert len(lines) == 3 and lines[0].startswith("device: ") and lines[1].startswith("model: "), run.stderr
     assert lines[2].startswith("segvol infer: error: ") and str(scan) in lines[2], run.stderr
+
+
+def test_a_series_that_passed_is_not_read_again_until_a_file_changes(tmp_path, monkeypatch):
+    """Batch inference checks every series up front and reads it later: the second check costs no file read, a
+    check that adds the reference UIDs runs, and a changed file is checked again (and refused when broken)."""
+    import os
+
+    from segvol.errors import SegvolError
+    from segvol.io import dicom_series
+
+    folder = series(tmp_path / "s")
+    (chosen,) = find_series(folder)
+    reads = []
+    real = dicom_series.check_files
+    monkeypatch.setattr(dicom_series, "check_files", lambda *a: reads.append(1) or real(*a))
+    dicom_series.validate_series(chosen)
+    dicom_series.validate_series(chosen)
+    assert len(reads) == 1
+    dicom_series.validate_series(chosen, references=True)  # more is asked: checked again
+    dicom_series.validate_series(chosen)  # what passed with references passes without
+    assert len(reads) == 2
+    victim = chosen.files[3]
+    victim.write_bytes(victim.read_bytes()[:-200])  # truncated pixel data
+    os.utime(victim, ns=(1, 1))
+    with pytest.raises(SegvolError, match="truncated pixel data"):
+        dicom_series.validate_series(chosen)
+    assert len(reads) == 3
