@@ -312,7 +312,8 @@ def run_bench(*, cfg: Config, device: torch.device, cases: int = 4, size: str = 
 
             if locator is None:
                 raise SegvolError("--only cascade needs --locator <a cascade run's best.pt> (its coarse stage)")
-            results.update(cascade(Path(records[0]["image"]), Path(locator), work, plain_monai_infer))
+            results.update(cascade(Path(records[0]["image"]), Path(locator), work, plain_monai_infer,
+                                   fine=cfg if cfg.locate.enabled else None))
         if only == "cascade-quality":  # trains two models for minutes: asked for by name only
             from segvol.bench_cascade import quality
 

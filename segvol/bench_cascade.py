@@ -51,9 +51,10 @@ def _infer(model: Path, image: Path, out: Path, locate: bool = True) -> tuple[fl
     return time.perf_counter() - start, pred
 
 
-def cascade(image_path: Path, locator_ckpt: Path, workdir: Path, plain_monai_infer: Any) -> dict[str, Any]:
+def cascade(image_path: Path, locator_ckpt: Path, workdir: Path, plain_monai_infer: Any, fine: Config | None = None
+            ) -> dict[str, Any]:
     """The timings and ratios of the module doc, for the scan ``image_path`` (``plain_monai_infer``: the plain
-    recipe of :mod:`segvol.bench`)."""
+    recipe of :mod:`segvol.bench`; ``fine``: the cascade's config, default ``imagecas-fine``)."""
     from segvol.checkpoint import load_checkpoint
     from segvol.data.registry import get_adapter
     from segvol.inference.backends import load_model
@@ -63,14 +64,15 @@ def cascade(image_path: Path, locator_ckpt: Path, workdir: Path, plain_monai_inf
         raise SegvolError(f"{locator_ckpt}: not a cascade checkpoint (no coarse stage inside); train one with "
                           f"'segvol train --config tiny-fine'")
     locator = dict(ckpt["locator"])
-    one_mm, fine = load_config("imagecas"), load_config("imagecas-fine")
+    one_mm, fine = load_config("imagecas"), fine if fine is not None else load_config("imagecas-fine")
     located_1mm = one_mm.replace(locate={**config_to_dict(fine)["locate"], "enabled": True})
     spec = get_adapter("imagecas").task_spec(one_mm)
     _, onnx_1mm = _model(one_mm, spec, workdir, "recipe-1mm", None)
     _, onnx_1mm_located = _model(located_1mm, spec, workdir, "recipe-1mm-located", locator)
     _, onnx_fine = _model(fine, spec, workdir, "cascade-fine", locator)
     out: dict[str, Any] = {"locator": str(locator_ckpt),
-                          "locator_features": locator["network"].get("kwargs", {}).get("features")}
+                          "locator_features": locator["network"].get("kwargs", {}).get("features"),
+                          "fine_spacing": list(fine.preprocess.spacing)}
     runs = {"recipe_1mm": (onnx_1mm, True), "recipe_1mm_located": (onnx_1mm_located, True),
             "cascade_fine": (onnx_fine, True), "cascade_fine_no_locate": (onnx_fine, False)}
     for name, (model, locate) in runs.items():
@@ -91,8 +93,9 @@ def cascade(image_path: Path, locator_ckpt: Path, workdir: Path, plain_monai_inf
 
 def cascade_table(results: dict[str, Any]) -> str:
     """Seconds per run and the three ratios the cascade is held to."""
+    fine_mm = min(results.get("fine_spacing", [0.5]))
     rows = [("plain MONAI recipe (1 mm)", "plain_monai_s"), ("segvol 1 mm, whole scan", "recipe_1mm_s"),
-            ("segvol 1 mm, located", "recipe_1mm_located_s"), ("fine cascade (0.5 mm)", "cascade_fine_s"),
+            ("segvol 1 mm, located", "recipe_1mm_located_s"), (f"fine cascade ({fine_mm:g} mm)", "cascade_fine_s"),
             ("fine stage, whole scan (--no-locate)", "cascade_fine_no_locate_s")]
     lines = [f"{'run (ONNX Runtime, CPU)':<40}{'seconds':>10}"]
     lines += [f"{name:<40}{results[key]:>10.1f}" for name, key in rows if key in results]

@@ -30,10 +30,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                                       "cascade-windows"), default=None,
                    help="measure one part only (train includes preprocessing; tree: segvol tree and the centreline "
                         "metrics on a phantom label, the label with speckle, and noise; cascade: the 1 mm recipe, "
-                        "the fine cascade and --no-locate with full-size networks on one scan; cascade-quality: "
-                        "tiny-fine (or --config, when a cascade) against tiny trained for the same minutes on the "
-                        "phantoms, judged on two unseen ones; cascade-windows: the fine box's windows against the "
-                        "whole scan's at 1 mm, per scan; docs/cascade.md)")
+                        "the fine cascade (imagecas-fine, or --config when a cascade) and --no-locate with full-size "
+                        "networks on one scan; cascade-quality: tiny-fine (or --config when a cascade) against tiny "
+                        "trained for the same minutes on the phantoms, judged on two unseen ones; cascade-windows: "
+                        "the fine box's windows against the whole scan's at 1 mm, per scan; docs/cascade.md)")
     p.add_argument("--locator", default=None, metavar="RUN/best.pt",
                    help="with --only cascade or cascade-windows: a cascade checkpoint whose trained coarse stage "
                         "does the locating")
