@@ -292,7 +292,7 @@ def test_export_onnx_never_replaces_an_existing_file(tmp_path, capsys, untrained
     assert out.read_bytes() == b"an earlier export"
 
 
-@pytest.mark.parametrize("damage", ["truncated", "bad deflate block", "not gzip after the magic"])
+@pytest.mark.parametrize("damage", ["truncated", "bad deflate block", "not gzip after the magic", "cut short"])
 def test_corrupt_nifti_bytes_are_one_line_errors(damage):
     """An in-memory read (the cascade reads a scan once, for both stages) names the scan and the problem, whichever
     gzip decoder is installed (ISA-L's own error is not an OSError)."""
@@ -300,7 +300,8 @@ def test_corrupt_nifti_bytes_are_one_line_errors(damage):
     good = nifti.gzip_bytes(img.to_bytes())
     assert nifti.image_from_bytes(good, "scan.nii.gz").shape == (16, 16, 16)
     bad = {"truncated": good[: len(good) // 2], "bad deflate block": good[:10] + b"x" * 100 + good[110:],
-           "not gzip after the magic": good[:2] + b"garbage"}[damage]
+           "not gzip after the magic": good[:2] + b"garbage",
+           "cut short": img.to_bytes()[:-100]}[damage]  # an uncompressed .nii whose voxels end early
     with pytest.raises(SegvolError, match=r"^scan\.nii\.gz: not a readable NIfTI file \(") as err:
         nifti.image_from_bytes(bad, "scan.nii.gz")
     assert "\n" not in str(err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -154,13 +155,16 @@ def is_in_memory(item: object) -> bool:
 
 def image_from_bytes(data: bytes, name: str):  # noqa: ANN201
     """A NIfTI image read from the bytes of a ``.nii`` or ``.nii.gz`` file (gzip recognised by its magic number)
-    without touching the disk, its data checked readable; errors name ``name``."""
+    without touching the disk, its data checked complete (not decoded: that is left to whoever reads it); errors
+    name ``name``."""
     import nibabel as nib
 
     try:
         raw = gunzip(data) if data[:2] == b"\x1f\x8b" else data
         img = nib.Nifti1Image.from_bytes(raw)
-        np.asanyarray(img.dataobj)
+        need = int(getattr(img.dataobj, "offset", 0)) + math.prod(img.shape) * img.get_data_dtype().itemsize
+        if len(raw) < need:
+            raise ValueError(f"data cut short: {len(raw)} of {need} bytes")
     except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, nib.wrapstruct.WrapStructError,
             OSError, EOFError, zlib.error, ValueError) as exc:
         raise SegvolError(f"{name}: not a readable NIfTI file ({first_line(exc)})") from exc
