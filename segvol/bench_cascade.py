@@ -2,7 +2,7 @@
 
 Full-size networks (speed does not depend on their weights: they are untrained) run under ONNX Runtime on the CPU,
 as ``segvol infer`` runs them there: the 1 mm recipe (``imagecas``) over the whole scan and with locating, the fine
-cascade (``imagecas-fine``, 0.5 mm) and the same fine stage over the whole scan (``--no-locate``); the plain MONAI
+cascade (``imagecas-fine``, 0.7 mm) and the same fine stage over the whole scan (``--no-locate``); the plain MONAI
 recipe (the 1 mm network, MONAI's reader, ``Invertd``) on the same scan for reference. The coarse stage is a trained
 one (the ``locator`` of a cascade checkpoint, ``--locator``): where it looks decides how much the fine stage does.
 """
