@@ -60,23 +60,30 @@ def _components(work_mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(work_mask, ndimage.generate_binary_structure(3, 3))
 
 
-def _centres(label_img: np.ndarray, labs: list[int]) -> np.ndarray:
-    """(len(labs), 3) mean voxel index of each label, from the set voxels only (speckle is sparse in a full grid)."""
-    labs_arr = np.asarray(labs)
+def _set_voxels(label_img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The flat indices of the labelled voxels of ``label_img`` and their labels."""
     flat = np.flatnonzero(label_img)
-    at = label_img.ravel()[flat]
-    size = int(label_img.max()) + 1
+    return flat, label_img.ravel()[flat]
+
+
+def _centres(label_img: np.ndarray, labs: list[int], voxels: tuple[np.ndarray, np.ndarray] | None = None
+             ) -> np.ndarray:
+    """(len(labs), 3) mean voxel index of each label, from the set voxels only (speckle is sparse in a full grid;
+    ``voxels``: their :func:`_set_voxels` when known)."""
+    labs_arr = np.asarray(labs)
+    flat, at = _set_voxels(label_img) if voxels is None else voxels
+    size = int(at.max(initial=0)) + 1
     counts = np.bincount(at, minlength=size)[labs_arr]
     return np.stack([np.bincount(at, weights=c, minlength=size)[labs_arr]
                      for c in np.unravel_index(flat, label_img.shape)], axis=1) / counts[:, None]
 
 
 def _pieces(label_img: np.ndarray, labs: list[int], offset: np.ndarray, affine: np.ndarray, sizes: np.ndarray,
-            voxel_mm3: float) -> list[Piece]:
+            voxel_mm3: float, voxels: tuple[np.ndarray, np.ndarray] | None = None) -> list[Piece]:
     """Size, centroid and extent of the components ``labs`` (one pass each over the label image, not per piece)."""
     if not labs:
         return []
-    centres = _centres(label_img, labs)
+    centres = _centres(label_img, labs, voxels)
     boxes = ndimage.find_objects(label_img)
     corners = np.array([[[s.start for s in boxes[lab - 1]], [s.stop - 1 for s in boxes[lab - 1]]] for lab in labs],
                        dtype=np.float64)
@@ -118,12 +125,25 @@ def _name_trees(trees: list[Tree], affine: np.ndarray) -> None:
         trees[left].name, trees[1 - left].name = "left", "right"
 
 
-def _box_of(labels: np.ndarray, which: list[int], margin: int = 8) -> tuple[slice, ...]:
-    """The bounding box of the components ``which``, grown by ``margin`` voxels (within the array)."""
-    found = ndimage.find_objects(labels)
+def _box_of(found: list[tuple[slice, ...] | None], shape: tuple[int, ...], which: list[int], margin: int = 8
+           ) -> tuple[slice, ...]:
+    """The bounding box of the components ``which`` (``found``: their ``ndimage.find_objects``), grown by
+    ``margin`` voxels (within an array of ``shape``)."""
     boxes = [b for b in (found[lab - 1] for lab in which) if b is not None]
     return tuple(slice(max(min(b[ax].start for b in boxes) - margin, 0),
-                       min(max(b[ax].stop for b in boxes) + margin, labels.shape[ax])) for ax in range(3))
+                       min(max(b[ax].stop for b in boxes) + margin, shape[ax])) for ax in range(3))
+
+
+def _within(found: list[tuple[slice, ...] | None], which: list[int], box: tuple[slice, ...]
+            ) -> list[tuple[slice, ...] | None]:
+    """``found`` (``ndimage.find_objects``) as within ``box`` for the components ``which``, which lie in it (as
+    ``find_objects`` of the labels in ``box`` gives them); None for the others."""
+    out: list[tuple[slice, ...] | None] = [None] * len(found)
+    for lab in which:
+        b = found[lab - 1]
+        if b is not None:
+            out[lab - 1] = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(b, box))
+    return out
 
 
 @dataclass
@@ -150,10 +170,19 @@ class TracedGraph:
                     centroid_mm=to_mm(np.add(centroid, self.offset), self.result.affine))
 
 
+def _fork(processes: int | None) -> bool:
+    """Whether a forked child shares the work (:func:`analyse_mask`'s ``processes``)."""
+    if processes is None:
+        from segvol.viz.workers import available_cpus
+
+        return available_cpus() > 1
+    return processes > 1
+
+
 def trace_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | None = None, *,
-               prob: np.ndarray | None = None) -> TracedGraph:
+               prob: np.ndarray | None = None, processes: int | None = 1) -> TracedGraph:
     """Everything of :func:`analyse_mask` up to the measurement: crop, components, pieces, skeleton, graph,
-    pruning."""
+    pruning (``processes``: as :func:`analyse_mask`'s)."""
     settings = settings or TreeSettings()
     mask = np.asarray(mask)
     mask = mask if mask.dtype == bool else mask != 0
@@ -168,36 +197,40 @@ def trace_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | No
     labels, n = _components(work.mask)
     inside = np.zeros_like(labels)
     inside[work.inside] = labels[work.inside]
-    sizes = np.bincount(inside.ravel(), minlength=n + 1)[1:]
+    voxels = _set_voxels(inside)  # the components' voxels inside the volume: their sizes, centres and pieces
+    sizes = np.bincount(voxels[1], minlength=n + 1)[1:]
     voxel_mm3 = float(np.prod(spacing))
     order = [int(i) + 1 for i in np.argsort(-sizes, kind="stable") if sizes[i] > 0]
     limit = len(order) if settings.max_trees is None else settings.max_trees
     tree_labels = [lab for lab in order[:limit] if sizes[lab - 1] * voxel_mm3 >= settings.min_tree_mm3]
     chosen = set(tree_labels)
     result.pieces = _pieces(inside, [lab for lab in order if lab not in chosen], work.offset, affine, sizes,
-                            voxel_mm3)
+                            voxel_mm3, voxels)
     traced = TracedGraph(result, tree_labels, sizes, work.offset)
     if not tree_labels:
         return traced
-    box = _box_of(labels, tree_labels)  # the trees, not the speckle around them, are thinned and measured
+    found = ndimage.find_objects(labels)  # once: the trees' boxes, and their boxes within the trees' box
+    box = _box_of(found, labels.shape, tree_labels)  # the trees, not the speckle around them, are thinned
     lo = np.array([b.start for b in box])
     sub = Work(work.mask[box], work.offset + lo,
                tuple(slice(max(w.start - b.start, 0), max(min(w.stop, b.stop) - b.start, 0))
                      for w, b in zip(work.inside, box)))
-    thin = skeleton_of_components(labels[box], tree_labels)
-    pg = pixel_graph(keep_inside(repair_skeleton(thin, labels[box], tree_labels), sub))
+    boxes = _within(found, tree_labels, box)
+    fork = _fork(processes)
+    thin = skeleton_of_components(labels[box], tree_labels, boxes=boxes, fork=fork)
+    pg = pixel_graph(keep_inside(repair_skeleton(thin, labels[box], tree_labels, boxes=boxes), sub))
     pg.coords += lo  # work indices from here on
     radius = radius_from_edt(distance_to_background(work.mask, pg.coords, spacing), float(spacing.min()))
     traced.graph = trace_graph(pg)
     result.spurs_removed = prune_spurs(traced.graph, radius, spacing, settings.spur_factor)
-    traced.geo = Geometry(affine, work.offset, radius, spacing, work, prob)
+    traced.geo = Geometry(affine, work.offset, radius, spacing, work, prob, fork=fork)
     traced.parts = _split_graph(traced.graph, labels[tuple(pg.coords.T)])
-    traced.centroids = _centres(inside, tree_labels)
+    traced.centroids = _centres(inside, tree_labels, voxels)
     return traced
 
 
 def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | None = None, *,
-                 prob: np.ndarray | None = None) -> TreeAnalysis:
+                 prob: np.ndarray | None = None, processes: int | None = 1) -> TreeAnalysis:
     """Centreline trees of a binary 3D mask, measured and graded.
 
     Args:
@@ -206,13 +239,17 @@ def analyse_mask(mask: np.ndarray, affine: np.ndarray, settings: TreeSettings | 
         settings: pruning, grading and tree/piece thresholds.
         prob: optional (X, Y, Z) vessel probability (0-1) on the mask's grid; the cross-sections are cut through
             it instead of the mask (sub-voxel edges at probability 0.5).
+        processes: 1 (the default): all here; 2 or more: the trees are thinned and the cross-sections cut in two
+            processes, this one and a forked child (:class:`segvol.viz.workers.Beside`; the same results); None:
+            two when a CPU is idle now (:func:`segvol.viz.workers.available_cpus`).
 
     Returns:
         A :class:`TreeAnalysis`; empty (no trees, no pieces) for an empty mask.
     """
     if prob is not None and np.shape(prob) != np.shape(mask):
         raise SegvolError(f"probability map of shape {np.shape(prob)} does not match the mask's {np.shape(mask)}")
-    traced = trace_mask(mask, affine, settings, prob=None if prob is None else np.asarray(prob, np.float32))
+    traced = trace_mask(mask, affine, settings, prob=None if prob is None else np.asarray(prob, np.float32),
+                        processes=processes)
     result = traced.result
     if traced.graph is None or traced.geo is None:  # no trees
         return result

@@ -27,7 +27,7 @@ from scipy import ndimage
 from segvol.tree.records import Tree
 from segvol.tree.sections import plane_axes, tangents
 
-__all__ = ["save_cprs", "cpr_jobs", "save_cpr", "main_paths", "straightened", "frames", "Volume"]
+__all__ = ["save_cprs", "cpr_jobs", "save_cpr", "cpr_figure", "main_paths", "straightened", "frames", "Volume"]
 
 log = logging.getLogger(__name__)
 MIN_LENGTH_MM = 40.0
@@ -166,16 +166,14 @@ def save_cpr(tree: Tree, index: int, lumen: Volume, path: str | Path, *, show: V
     """The CPR picture of ``tree.paths[index]`` (see the module doc): ``show`` (default ``lumen``) is drawn, the 0.5
     level of ``lumen`` (the mask or probability) outlined. ``support``: the scanner mm of the voxels where ``show``
     is non-zero, when it is zero elsewhere (a mask, mode ``constant``): the curved view is sampled near them only."""
-    from segvol.viz.plots import fewer_ticks, pyplot, save_figure
+    from segvol.viz.plots import fewer_ticks, made_ahead, save_figure
 
-    plt = pyplot()
     show = show or lumen
     pts, arc = _path_points(tree, tree.paths[index])
     _, u, v = frames(pts)
     widths = np.concatenate([2 * tree.segments[k].radii_mm for k in tree.paths[index]])
     half = max(3.0, 1.5 * float(np.percentile(widths, 95)))
-    fig, axes = plt.subplots(4, 1, figsize=(10, 8.5), gridspec_kw={"height_ratios": [2.2, 1, 1, 1.4]})
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.93, bottom=0.06, hspace=0.45)
+    fig, axes = made_ahead("cpr", cpr_figure)
     curved, xy, extent = _curved(show[0], show[1], pts, show[2], support)
     axes[0].imshow(curved, origin="lower", extent=extent, cmap="gray")
     axes[0].plot(xy[:, 0], xy[:, 1], color="yellow", lw=0.8)
@@ -191,15 +189,26 @@ def save_cpr(tree: Tree, index: int, lumen: Volume, path: str | Path, *, show: V
             ax.contour(arc, rows[: edge.shape[0]], edge, [0.5], colors="tab:orange", linewidths=0.8)
         ax.axhline(0.0, color="yellow", lw=0.4, ls=":")
         ax.set(ylabel=f"across {name} (mm)")
-    for ax in axes[1:3]:  # along the artery as the profile underneath, which numbers the distance
-        ax.sharex(axes[3])
-        ax.tick_params(labelbottom=False)
     axes[1].set_title("straightened views (orange: lumen contour)", fontsize=9, y=1.0)
     _profile_axes(axes[3], tree, tree.paths[index], index)
     fig.suptitle(title or f"{tree.name}, artery {index + 1}: {arc[-1]:.0f} mm; graded narrowings are geometric "
                  "cues, not a diagnosis", fontsize=10)
     fewer_ticks(axes[[0, 3]], axis="both")  # the straightened views share the profile's ticks along
     return save_figure(fig, path)
+
+
+def cpr_figure() -> tuple[Any, np.ndarray]:
+    """The empty figure of a CPR picture: the curved view, the two straightened views (their distance along the
+    artery shared with, and numbered by, the profile underneath) and the diameter profile."""
+    from segvol.viz.plots import pyplot, ready_ticks
+
+    fig, axes = pyplot().subplots(4, 1, figsize=(10, 8.5), gridspec_kw={"height_ratios": [2.2, 1, 1, 1.4]})
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.93, bottom=0.06, hspace=0.45)
+    for ax in axes[1:3]:
+        ax.sharex(axes[3])
+        ax.tick_params(labelbottom=False)
+    ready_ticks(axes)
+    return fig, axes
 
 
 def cpr_jobs(trees: list[Tree], lumen: Volume, out_dir: str | Path, *, show: Volume | None = None,

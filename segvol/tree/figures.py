@@ -11,6 +11,8 @@ coloured by radius, with flagged narrowings circled in red and the trees named a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ import numpy as np
 from segvol.tree.core import TreeAnalysis
 from segvol.tree.records import Segment, Tree
 
-__all__ = ["save_tree_picture", "save_radius_profiles", "projection", "aligned_projection"]
+__all__ = ["save_tree_picture", "save_radius_profiles", "tree_figure", "profiles_figure", "figures_ahead",
+           "mask_views", "projection", "aligned_projection"]
 
 _VIEWS = (("coronal (from the front)", 0, 2, "x (mm, patient right →)", "z (mm, superior ↑)"),
           ("axial (from the feet)", 0, 1, "x (mm, patient right →)", "y (mm, anterior ↑)"))
@@ -72,14 +75,26 @@ def _narrowing_sample(seg: Segment) -> list[int]:
     return [int(np.argmin(np.abs(seg.arclength_mm - seg.narrowing_mm)))]
 
 
-def _draw_view(ax: Any, result: TreeAnalysis, mask: np.ndarray, view: tuple, norm: Any, cmap: Any) -> Any:
+def mask_views(mask: np.ndarray, affine: np.ndarray) -> list[tuple[np.ndarray, tuple[float, ...]]]:
+    """The mask's projections (image, extent) shown by the views of ``tree.png``, in their order."""
+    mask = np.asarray(mask)
+    mask = mask if mask.dtype == bool else mask != 0
+    affine = np.asarray(affine, dtype=np.float64)
+    out = []
+    for _, a, b, _, _ in _VIEWS:
+        found = aligned_projection(mask, affine, a, b)
+        if found is None:
+            pixel = float(np.linalg.norm(affine[:3, :3], axis=0).max())  # no empty rows between the finer axes' voxels
+            found = projection(_mask_points(mask, affine), a, b, pixel)
+        out.append(found)
+    return out
+
+
+def _draw_view(ax: Any, result: TreeAnalysis, found: tuple[np.ndarray, tuple[float, ...]], view: tuple, norm: Any,
+               cmap: Any) -> Any:
     from matplotlib.collections import LineCollection
 
     title, a, b, xlabel, ylabel = view
-    found = aligned_projection(mask, result.affine, a, b)
-    if found is None:
-        pixel = float(result.spacing.max())  # no empty rows between the voxels of the finer axes
-        found = projection(_mask_points(mask, result.affine), a, b, pixel)
     image, extent = found
     ax.imshow(image, origin="lower", extent=extent, cmap="Greys", vmin=0, vmax=2.5, interpolation="nearest")
     coll = None
@@ -101,21 +116,60 @@ def _draw_view(ax: Any, result: TreeAnalysis, mask: np.ndarray, view: tuple, nor
     return coll
 
 
-def save_tree_picture(result: TreeAnalysis, mask: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """``tree.png`` (see the module doc)."""
+def tree_figure() -> tuple[Any, np.ndarray]:
+    """The empty figure of ``tree.png``: its two views side by side."""
+    from segvol.viz.plots import pyplot, ready_ticks
+
+    fig, axes = pyplot().subplots(1, 2, figsize=(13, 6.5))
+    ready_ticks(axes)
+    return fig, axes
+
+
+def profiles_figure(n: int) -> tuple[Any, np.ndarray]:
+    """The empty figure of ``radius_profiles.png`` for ``n`` trees: one panel each, (n, 1) axes."""
+    from segvol.viz.plots import pyplot, ready_ticks
+
+    fig, axes = pyplot().subplots(n, 1, figsize=(11, 3.6 * n), squeeze=False)
+    height = 3.6 * n  # a fixed layout in inches (tight_layout draws the figure twice): title, ticks and labels
+    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.4 / height, bottom=0.6 / height,
+                        hspace=0.85 / ((height - 1.0 - 0.85 * (n - 1)) / n))
+    ready_ticks(axes)
+    return fig, axes
+
+
+def figures_ahead(role: int = 0, trees: int = 2, data: Sequence[Callable[[], Any]] = ()) -> list[Callable[[], Any]]:
+    """Steps that each make one figure ahead (:func:`segvol.viz.plots.make_ahead`) for the pictures to come, or work
+    out a ``data`` step (a cached callable: ``data[0]`` what the CPRs sample, ``data[1]`` the views of
+    ``tree.png``). A picture process started before the analysis ends runs them meanwhile
+    (:class:`segvol.viz.workers.Helper`), for the pictures it will likely draw: the ``role`` 0 helper ``tree.png``
+    and every other CPR, the ``role`` 1 helper ``radius_profiles.png`` (for ``trees`` trees) and the CPRs between
+    (the order of ``segvol.tree.outputs``'s jobs, drawn in turn)."""
+    from segvol.tree.cpr import cpr_figure
+    from segvol.viz.plots import make_ahead
+
+    cpr: Callable[[], Any] = partial(make_ahead, "cpr", cpr_figure)
+    steps: list[Callable[[], Any]] = [cpr]
+    if role == 0:
+        steps += [partial(make_ahead, "tree", tree_figure), *data[1:2], *data[:1]]
+    else:
+        steps += [partial(make_ahead, f"profiles{trees}", partial(profiles_figure, trees)), *data[:1]]
+    return [*steps, cpr]
+
+
+def save_tree_picture(result: TreeAnalysis, mask: np.ndarray, path: str | Path, title: str = "", *,
+                      views: Callable[[], list[tuple[np.ndarray, tuple[float, ...]]]] | None = None) -> Path:
+    """``tree.png`` (see the module doc); ``views``: gives :func:`mask_views` of ``mask`` when worked out ahead."""
     from matplotlib.colors import Normalize
 
-    from segvol.viz.plots import fewer_ticks, pyplot, save_figure
+    from segvol.viz.plots import fewer_ticks, made_ahead, save_figure
 
-    plt = pyplot()
-    mask = np.asarray(mask)
-    mask = mask if mask.dtype == bool else mask != 0
+    found = views() if views is not None else mask_views(mask, result.affine)
     radii = np.concatenate([s.radii_mm for _, s in result.segments]) if result.segments else np.ones(1)
     norm = Normalize(vmin=0.0, vmax=float(np.percentile(radii, 99)) or 1.0)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 6.5))
+    fig, axes = made_ahead("tree", tree_figure)
     coll = None
-    for ax, view in zip(axes, _VIEWS):
-        coll = _draw_view(ax, result, mask, view, norm, "plasma") or coll
+    for ax, view, projected in zip(axes, _VIEWS, found):
+        coll = _draw_view(ax, result, projected, view, norm, "plasma") or coll
     if coll is not None:
         fig.colorbar(coll, ax=axes, shrink=0.8, label="radius (mm)")
     flagged = sum(s.narrowing for _, s in result.segments)
@@ -138,14 +192,11 @@ def save_radius_profiles(result: TreeAnalysis, path: str | Path) -> Path:
     """``radius_profiles.png`` (see the module doc)."""
     from matplotlib.collections import LineCollection
 
-    from segvol.viz.plots import fewer_ticks, pyplot, save_figure
+    from segvol.viz.plots import fewer_ticks, made_ahead, pyplot, save_figure
 
     plt = pyplot()
     n = max(len(result.trees), 1)
-    fig, axes = plt.subplots(n, 1, figsize=(11, 3.6 * n), squeeze=False)
-    height = 3.6 * n  # a fixed layout in inches (tight_layout draws the figure twice): title, ticks and labels
-    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.4 / height, bottom=0.6 / height,
-                        hspace=0.85 / ((height - 1.0 - 0.85 * (n - 1)) / n))
+    fig, axes = made_ahead(f"profiles{n}", partial(profiles_figure, n))
     for ax, tree in zip(axes[:, 0], result.trees):
         start = _starts(tree)
         cmap = plt.get_cmap("tab20")

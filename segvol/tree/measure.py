@@ -60,6 +60,7 @@ class Geometry:
     spacing: np.ndarray  # voxel size per axis, mm
     work: Any = None  # segvol.tree.thinning.Work: the padded mask, to extend free ends and to cut sections
     prob: np.ndarray | None = None  # a probability map on the input grid, cut instead of the mask when given
+    fork: bool = False  # cut half of the sections in a forked child (the same numbers; sections.cross_sections)
 
     def __post_init__(self) -> None:
         self.min_step = float(np.min(self.spacing))
@@ -263,7 +264,7 @@ def _cut_sections(segments: list[Segment], pixels: list[np.ndarray], geo: Geomet
     points = np.concatenate([s.points_mm for s in segments])
     tang = tangents(points, TANGENT_MM, bounds)
     reach = 2.5 * np.concatenate([geo.radius[p] for p in pixels]) + 2.0 * float(np.max(geo.spacing))
-    cut = cross_sections(field, to_index, points, tang, reach, mode=mode)
+    cut = cross_sections(field, to_index, points, tang, reach, mode=mode, fork=geo.fork)
     out = []
     for s, a, b in zip(segments, bounds[:-1], bounds[1:]):
         s.radii_mm = cut.radius[a:b]

@@ -15,9 +15,9 @@ Output folder (written to a temporary folder and renamed into place, so nothing 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from segvol.tree.records import TreeSettings
 __all__ = ["TreeOutput", "write_tree", "tree_file", "default_tree_dir", "FILES", "summary_line"]
 
 log = logging.getLogger(__name__)
+MAX_HELPERS = 2  # picture processes started with the analysis (more CPUs: more are forked once it ends)
 FILES = ("tree.json", "segments.csv", "lesions.csv", "centrelines.vtk", "tree.png", "radius_profiles.png")
 
 
@@ -94,12 +95,47 @@ def _volumes(mask: np.ndarray, affine: np.ndarray, prob: np.ndarray | None, imag
     return lumen, show, np.stack(idx, axis=1) @ affine[:3, :3].T + affine[:3, 3]
 
 
-def _write_files(result: TreeAnalysis, tmp: Path, source: str, volumes: tuple[Any, Any, Any] | None,
-                 processes: int | None) -> dict[str, Path]:
-    """The files of the output folder, in ``tmp``; the pictures too when ``volumes`` (mask, prob, image) are given,
-    drawn beside the other files, in parallel where CPUs allow (:func:`segvol.viz.workers.draw_all`)."""
-    from segvol.tree.cpr import cpr_jobs
+Ahead = tuple[Callable[[], tuple[Any, Any, Any]], Callable[[], list[Any]]]  # what the CPRs sample; tree.png's views
+
+
+def _ahead(mask: np.ndarray, affine: np.ndarray, prob: np.ndarray | None, image: np.ndarray | None) -> Ahead:
+    """What the pictures need of the volumes alone, each worked out once when first asked for (in a picture process
+    started early, before the analysis ends): the CPRs' volumes (:func:`_volumes`), ``tree.png``'s views."""
+    from segvol.tree.figures import mask_views
+
+    return cache(partial(_volumes, mask, affine, prob, image)), cache(partial(mask_views, mask, affine))
+
+
+def _picture_jobs(mask: np.ndarray, ahead: Ahead, result: TreeAnalysis, tmp: Path
+                  ) -> list[tuple[Callable[[], Path], float]]:
+    """The pictures of the output folder (``tree.png``, ``radius_profiles.png``, the CPRs of
+    :func:`segvol.tree.cpr.main_paths`), in this order (picture processes started early make their figures ahead
+    by it, :func:`segvol.tree.figures.figures_ahead`), to be drawn into ``tmp``, with their rough costs."""
+    from segvol.tree.cpr import main_paths
     from segvol.tree.figures import save_radius_profiles, save_tree_picture
+
+    volumes, views = ahead
+    jobs: list[tuple[Callable[[], Path], float]] = [
+        (partial(save_tree_picture, result, mask, tmp / "tree.png", views=views), 1.0),
+        (partial(save_radius_profiles, result, tmp / "radius_profiles.png"), 1.0)]
+    return jobs + [(partial(_cpr, volumes, tree, index, tmp / f"cpr_{tree.name}_{index + 1}.png"), 1.2)
+                   for tree in result.trees for index in main_paths(tree)]
+
+
+def _cpr(volumes: Callable[[], tuple[Any, Any, Any]], tree: Any, index: int, path: Path) -> Path:
+    from segvol.tree.cpr import save_cpr
+
+    lumen, show, support = volumes()
+    return save_cpr(tree, index, lumen, path, show=show, support=support)
+
+
+def _write_files(result: TreeAnalysis, tmp: Path, source: str,
+                 pictures: Callable[[TreeAnalysis, Path], Sequence[tuple[Callable[[], Path], float]]] | None,
+                 processes: int | None, helpers: Sequence[Any] = ()) -> dict[str, Path]:
+    """The files of the output folder, in ``tmp``; the pictures too when ``pictures`` (which makes their jobs,
+    :func:`_picture_jobs`) is given, drawn beside the other files, in parallel where CPUs allow
+    (:func:`segvol.viz.workers.draw_all`; ``helpers``: :class:`segvol.viz.workers.Helper` processes started with
+    ``pictures``)."""
     from segvol.tree.files import write_json, write_lesions_csv, write_segments_csv, write_vtk
     from segvol.viz.workers import draw_all
 
@@ -111,16 +147,13 @@ def _write_files(result: TreeAnalysis, tmp: Path, source: str, volumes: tuple[An
                       "lesions.csv": write_lesions_csv(result, tmp / "lesions.csv"),
                       "centrelines.vtk": write_vtk(result, tmp / "centrelines.vtk")})
 
-    if volumes is None:
+    if pictures is None:
         write_files()
         return files
-    mask, prob, image = volumes
-    lumen, show, support = _volumes(mask, result.affine, prob, image)
-    jobs: list[tuple[Callable[[], Path], float]] = [
-        (partial(save_tree_picture, result, mask, tmp / "tree.png"), 1.0),
-        (partial(save_radius_profiles, result, tmp / "radius_profiles.png"), 1.0)]
-    jobs += [(job, 1.2) for job in cpr_jobs(result.trees, lumen, tmp, show=show, support=support)]
-    files.update({p.name: p for p in draw_all(jobs, processes, before=write_files, before_cost=0.3)})
+    jobs = list(pictures(result, tmp))
+    for helper in helpers:
+        helper.jobs(result, tmp)  # the same jobs, made again by the helper from these arguments
+    files.update({p.name: p for p in draw_all(jobs, processes, before=write_files, before_cost=0.3, helpers=helpers)})
     return files
 
 
@@ -141,10 +174,14 @@ def write_tree(mask_img_or_array: Any, affine: np.ndarray | None, out_dir: str |
         prob: the vessel probability (0-1; array or nibabel image on the mask's grid): the cross-sections and the
             CPR lumen contours are cut through it instead of the mask.
         image: the scan (array or nibabel image on the mask's grid), shown in the CPR pictures instead of the mask.
-        processes: how many processes draw the pictures, this one included (None: one per idle CPU; 1: all here,
-            one after the other); see :func:`segvol.viz.workers.draw_all`.
+        processes: how many processes analyse (at most two, :func:`analyse_mask`) and draw the pictures
+            (:func:`segvol.viz.workers.draw_all`), this one included; 1: all here, one after the other; None: two
+            analyse when a CPU is idle now (and a picture process makes the pictures' figures meanwhile), and one
+            per CPU left idle during the analysis draws.
     """
     from segvol.utils import atomic_dir, check_writable_target
+    from segvol.tree.figures import figures_ahead
+    from segvol.viz.workers import Helper, available_cpus, cpu_times
 
     data, affine = _as_array(mask_img_or_array, affine)
     if data.ndim != 3:
@@ -162,9 +199,22 @@ def write_tree(mask_img_or_array: Any, affine: np.ndarray | None, out_dir: str |
         raise SegvolError(f"{source}: the mask is empty; there is no vessel tree to trace")
     prob = _on_grid(prob, data.shape, source, "probability map")
     image = _on_grid(image, data.shape, source, "image")
-    result = analyse_mask(mask, affine, settings, prob=prob)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        files = _write_files(result, tmp, source, (mask, prob, image) if figures else None, processes)
+    cpus = available_cpus() if processes is None else processes
+    since = cpu_times()  # the CPUs left idle while this one analyses decide how many draw
+    ahead = _ahead(mask, affine, prob, image)
+    pictures = partial(_picture_jobs, mask, ahead) if figures else None
+    # picture processes (one per CPU, two at most) started now make the pictures' figures while this one analyses
+    helpers = []
+    if pictures is not None and cpus > 1:
+        helpers = [Helper(pictures, partial(figures_ahead, role, data=ahead)) for role in range(min(cpus, MAX_HELPERS))]
+    try:
+        result = analyse_mask(mask, affine, settings, prob=prob, processes=min(cpus, 2))
+        drawing = processes or available_cpus(since, sum(h.cpu_ticks() for h in helpers))
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+            files = _write_files(result, tmp, source, pictures, drawing, helpers)
+    finally:
+        for helper in helpers:
+            helper.close()
     log.debug("%s: %s", source, summary_line(result))
     return TreeOutput(out_dir, result, {name: out_dir / name for name in files})
 

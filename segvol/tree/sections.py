@@ -15,7 +15,7 @@ branch: the section is ``open`` (it cuts a junction), as is a section whose cent
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy import ndimage
@@ -98,7 +98,7 @@ def _edges(values: np.ndarray, reach: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def cross_sections(field: np.ndarray, to_index: np.ndarray, points: np.ndarray, tangent: np.ndarray,
-                   reach: np.ndarray, *, mode: str = "constant") -> Sections:
+                   reach: np.ndarray, *, mode: str = "constant", fork: bool = False) -> Sections:
     """Measure the lumen at ``points`` (n, 3, scanner mm) in the planes perpendicular to ``tangent`` (n, 3).
 
     Args:
@@ -107,8 +107,20 @@ def cross_sections(field: np.ndarray, to_index: np.ndarray, points: np.ndarray, 
         points: section centres; tangent: unit tangents there.
         reach: how far each section's rays look (mm); a ray finding no edge that far is ``open``.
         mode: ``map_coordinates``'s mode beyond ``field`` ("constant": outside; "nearest": the border continues).
+        fork: with more than :data:`CHUNK` sections, cut the later chunks in a forked child
+            (:class:`segvol.viz.workers.Beside`) while this process cuts the first ones: each section is cut on its
+            own, in the same chunks, so the numbers are the same.
     """
     n = len(points)
+    if fork and n > CHUNK:
+        from segvol.viz.workers import Beside
+
+        half = CHUNK * -(-n // (2 * CHUNK))  # whole chunks
+        with Beside(lambda: cross_sections(field, to_index, points[half:], tangent[half:], reach[half:],
+                                           mode=mode)) as other:
+            first = cross_sections(field, to_index, points[:half], tangent[:half], reach[:half], mode=mode)
+            second = other.result()
+        return Sections(*(np.concatenate([getattr(first, f.name), getattr(second, f.name)]) for f in fields(Sections)))
     u, v = plane_axes(tangent)
     centre = np.array(points, dtype=np.float64)
     rho = np.zeros((n, RAYS))

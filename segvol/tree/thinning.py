@@ -109,24 +109,66 @@ def prepare(mask: np.ndarray, spacing: np.ndarray) -> Work | None:
     return Work(np.ascontiguousarray(arr), offset.astype(np.int64), inside)
 
 
-def skeleton_of_components(labels: np.ndarray, which: list[int], alone: int = 4) -> np.ndarray:
+def _groups(boxes: list[tuple[slice, ...] | None], which: list[int], alone: int
+            ) -> list[tuple[list[int], tuple[slice, ...]]]:
+    """The thinning batches of :func:`skeleton_of_components`: (labels, their common box)."""
+    out = []
+    for group in [[lab] for lab in which[:alone]] + ([which[alone:]] if len(which) > alone else []):
+        found = [b for b in (boxes[lab - 1] for lab in group) if b is not None]
+        if found:
+            out.append((group, tuple(slice(min(b[ax].start for b in found), max(b[ax].stop for b in found))
+                                     for ax in range(3))))
+    return out
+
+
+def _thin_groups(labels: np.ndarray, groups: list[tuple[list[int], tuple[slice, ...]]], n: int) -> list[np.ndarray]:
+    """Per batch, the flat indices (within its box) of its skeleton's voxels (``n``: the largest label)."""
+    from skimage.morphology import skeletonize
+
+    keep = np.zeros(n + 1, bool)
+    out = []
+    for group, box in groups:
+        keep[:] = False
+        keep[group] = True
+        out.append(np.flatnonzero(skeletonize(keep[labels[box]])).astype(np.int64))
+    return out
+
+
+def _split(costs: list[float]) -> tuple[list[int], list[int]]:
+    """Indices for two processes, costs balanced (largest first, each to the less loaded; a tie to the first)."""
+    load = [0.0, 0.0]
+    parts: tuple[list[int], list[int]] = ([], [])
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        p = 0 if load[0] <= load[1] else 1
+        parts[p].append(i)
+        load[p] += costs[i]
+    return sorted(parts[0]), sorted(parts[1])
+
+
+def skeleton_of_components(labels: np.ndarray, which: list[int], alone: int = 4, *,
+                           boxes: list[tuple[slice, ...] | None] | None = None, fork: bool = False) -> np.ndarray:
     """Lee's thinning of the components ``which`` of ``labels`` (largest first): the first ``alone`` each in its
     own bounding box, the others together in theirs. The same voxels as thinning the whole mask and keeping theirs
     (Lee's thinning decides on each voxel from its 26 neighbours, which hold no voxel of another component, and
-    pads the array with zeros), in less time: two trees' boxes hold much less than the box of both."""
-    from skimage.morphology import skeletonize
+    pads the array with zeros), in less time: two trees' boxes hold much less than the box of both.
+
+    ``boxes``: ``ndimage.find_objects(labels)`` when known (at least for ``which``). ``fork``: thin the batches
+    in two processes, this one and a forked child (:class:`segvol.viz.workers.Beside`), their boxes' voxels
+    balanced; each batch is thinned as alone, so the skeleton is the same."""
+    from segvol.viz.workers import Beside
 
     skel = np.zeros(labels.shape, bool)
-    boxes = ndimage.find_objects(labels)
-    keep = np.zeros(len(boxes) + 1, bool)
-    for group in [[lab] for lab in which[:alone]] + ([which[alone:]] if len(which) > alone else []):
-        found = [boxes[lab - 1] for lab in group if boxes[lab - 1] is not None]
-        if not found:
-            continue
-        box = tuple(slice(min(b[ax].start for b in found), max(b[ax].stop for b in found)) for ax in range(3))
-        keep[:] = False
-        keep[group] = True
-        skel[box] |= skeletonize(keep[labels[box]]).astype(bool)
+    boxes = ndimage.find_objects(labels) if boxes is None else boxes
+    groups = _groups(boxes, which, alone)
+    mine, theirs = list(range(len(groups))), list[int]()
+    if fork and len(groups) > 1:
+        mine, theirs = _split([float(np.prod([b.stop - b.start for b in box])) for _, box in groups])
+    with Beside(lambda: _thin_groups(labels, [groups[i] for i in theirs], len(boxes)), fork=bool(theirs)) as other:
+        found = dict(zip(mine, _thin_groups(labels, [groups[i] for i in mine], len(boxes))))
+        found.update(zip(theirs, other.result() if theirs else []))
+    for i, (_, box) in enumerate(groups):
+        region = skel[box]
+        region[np.unravel_index(found[i], region.shape)] = True
     return skel
 
 
@@ -183,7 +225,8 @@ def _rethin(skel: np.ndarray, windows: list[tuple[np.ndarray, tuple[slice, ...]]
         left = sorted(failed)
 
 
-def repair_skeleton(skel: np.ndarray, labels: np.ndarray, which: list[int]) -> np.ndarray:
+def repair_skeleton(skel: np.ndarray, labels: np.ndarray, which: list[int], *,
+                    boxes: list[tuple[slice, ...] | None] | None = None) -> np.ndarray:
     """Re-thin components whose skeleton vanished or fell apart (scikit-image issue #3757: Lee's thinning can
     delete a tube whose cross-section is an even square, as nearest-neighbour upsampled masks have).
 
@@ -191,7 +234,8 @@ def repair_skeleton(skel: np.ndarray, labels: np.ndarray, which: list[int]) -> n
     breaks the symmetry and shifts the centreline by half a voxel at most; the first result in one piece is kept.
     ``skel`` is the thinning of the work mask's components, padding included (:func:`skeleton_of_components`):
     cut at the volume's border, a skeleton may lie in several pieces that the padding joins. All such
-    components (speckle: thousands of them) are re-thinned in one batch (:func:`_rethin`).
+    components (speckle: thousands of them) are re-thinned in one batch (:func:`_rethin`). ``boxes``:
+    ``ndimage.find_objects(labels)`` when known (at least for ``which``).
     """
     # a piece of skeleton lies in one component: count the pieces of every component at once, from the skeleton's
     # voxels (a few thousand) rather than a labelling of the whole box
@@ -201,7 +245,7 @@ def repair_skeleton(skel: np.ndarray, labels: np.ndarray, which: list[int]) -> n
                                        directed=False)
     first = np.unique(piece_of, return_index=True)[1]  # a voxel of every piece
     per_component = np.bincount(labels[tuple(at[first].T)], minlength=int(labels.max()) + 1)
-    boxes = ndimage.find_objects(labels)
+    boxes = ndimage.find_objects(labels) if boxes is None else boxes
     windows = []
     for lab in which:
         box = boxes[lab - 1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,8 @@ import numpy as np
 from segvol.errors import SegvolError
 from segvol.utils import atomic_path
 
-__all__ = ["pyplot", "save_figure", "fewer_ticks", "box_strip_plot", "training_curves", "read_training_log"]
+__all__ = ["pyplot", "save_figure", "fewer_ticks", "make_ahead", "made_ahead", "ready_ticks", "box_strip_plot",
+           "training_curves", "read_training_log"]
 
 
 def pyplot() -> Any:
@@ -24,6 +25,30 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+_AHEAD: dict[str, list[Any]] = {}  # figures made ahead, by kind (in a picture process, before its jobs are known)
+
+
+def make_ahead(kind: str, make: Callable[[], Any], count: int = 1) -> None:
+    """Make ``count`` figures of ``kind`` now (``make()``) for :func:`made_ahead` to hand out later: a picture
+    process started before its pictures' data are known builds their figures, axes and ticks meanwhile."""
+    _AHEAD.setdefault(kind, []).extend(make() for _ in range(count))
+
+
+def made_ahead(kind: str, make: Callable[[], Any]) -> Any:
+    """A figure of ``kind`` made ahead (:func:`make_ahead`), else ``make()`` now."""
+    stock = _AHEAD.get(kind)
+    return stock.pop() if stock else make()
+
+
+def ready_ticks(axes: Any, count: int = 8) -> None:
+    """Create ``count`` major ticks on both axes of each of ``axes`` now (a tick is three lines and two texts, a
+    millisecond or two to make; a draw makes those it lacks, reuses these and leaves the rest unused). Call it
+    after the axes' tick settings (``tick_params``), which later ticks copy from the first."""
+    for ax in np.ravel(axes):
+        ax.xaxis.get_major_ticks(count)
+        ax.yaxis.get_major_ticks(count)
 
 
 def fewer_ticks(axes: Any, bins: int = 5, axis: str = "x") -> None:

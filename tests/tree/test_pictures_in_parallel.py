@@ -90,3 +90,64 @@ def test_write_tree_draws_the_same_files_in_parallel(tmp_path):
         assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "forked" / name).read_bytes(), name
     assert not multiprocessing.active_children()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def _jobs_of(values: list[int]) -> list[tuple]:
+    return [(lambda v=v: _pid_and(v), 1.0 + v % 2) for v in values]
+
+
+def test_helpers_started_early_draw_the_jobs_they_make_themselves(tmp_path):
+    """A helper forked before its jobs are known runs its steps ahead, then makes the same jobs from the arguments
+    it is sent and draws its share; with as many helpers as processes the caller draws none, or one job when the
+    others would not split evenly between the helpers."""
+    from segvol.viz.workers import Helper
+
+    marks = tmp_path / "ahead"
+    steps = lambda: [lambda: marks.mkdir()]  # noqa: E731
+    for values, here in ((list(range(4)), 0), (list(range(5)), 1)):
+        helpers = [Helper(_jobs_of, steps) for _ in range(2)]
+        jobs = _jobs_of(values)
+        for helper in helpers:
+            helper.jobs(values)
+        before: list[int] = []
+        out = draw_all(jobs, processes=2, before=lambda seen=before: seen.append(os.getpid()), helpers=helpers)
+        assert [v for _, v in out] == values and before == [os.getpid()] and marks.is_dir()
+        pids = [pid for pid, _ in out]
+        assert pids.count(os.getpid()) == here and len(set(pids) - {os.getpid()}) == 2
+        marks.rmdir()
+    helpers = [Helper(_jobs_of)]  # fewer helpers than processes: the caller draws too
+    helpers[0].jobs(values)
+    out = draw_all(jobs, processes=2, helpers=helpers)
+    assert [v for _, v in out] == values and os.getpid() in {pid for pid, _ in out}
+    assert not multiprocessing.active_children()
+
+
+def _failing_jobs(values: list[int]) -> list[tuple]:
+    return [(lambda: 1, 1.0), (_fails, 5.0)]
+
+
+def test_a_helpers_error_is_raised_here_and_an_unused_helper_ends():
+    from segvol.viz.workers import Helper
+
+    helper = Helper(_failing_jobs)
+    jobs = helper.jobs([0])
+    with pytest.raises(SegvolError, match="no room"):
+        draw_all(jobs, processes=2, helpers=[helper])
+    unused = Helper(_jobs_of)
+    assert [v for _, v in draw_all(_jobs_of([0, 1]), processes=1, helpers=[unused])] == [0, 1]
+    with Helper(_jobs_of):  # never handed any jobs
+        pass
+    assert not multiprocessing.active_children()
+
+
+def test_figures_made_ahead_are_handed_out_once():
+    from segvol.tree.cpr import cpr_figure
+    from segvol.viz.plots import make_ahead, made_ahead, pyplot
+
+    made = []
+    make_ahead("test", lambda: made.append(1) or "ahead", 1)
+    assert made_ahead("test", lambda: "now") == "ahead" and made_ahead("test", lambda: "now") == "now"
+    fig, axes = cpr_figure()
+    assert len(axes) == 4 and axes[1].get_shared_x_axes().joined(axes[1], axes[3])
+    assert len(axes[0].xaxis.majorTicks) >= 8  # ticks made with the figure
+    pyplot().close(fig)
