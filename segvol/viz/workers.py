@@ -174,23 +174,49 @@ def _received(child: Any, recv: Any) -> list[Any]:
     return message[1]
 
 
-class Beside:
+class _Forked:
+    """A forked child and the caller's end of its pipe: :meth:`close` ends the child (if it still runs) and waits for
+    it, also on leaving a ``with`` block."""
+
+    _child: Any = None
+    _conn: Any = None
+    _frozen = False
+
+    def _start(self, target: Callable[..., None], args: tuple[Any, ...], duplex: bool) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._conn, theirs = ctx.Pipe(duplex=duplex)
+        self._child = ctx.Process(target=target, args=(*args, theirs), daemon=True)
+        self._frozen = _freeze()
+        self._child.start()
+        theirs.close()
+
+    def close(self) -> None:
+        """End the child (at once, if it still runs) and wait for it."""
+        if self._child is not None:
+            if self._child.is_alive():
+                self._child.terminate()
+            self._child.join()
+            self._conn.close()
+            self._child = None
+            _unfreeze(self._frozen)
+            self._frozen = False
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Beside(_Forked):
     """``fn()`` computed in a forked child while the caller goes on (when ``fork`` is true and forking is safe,
     :func:`_can_fork`), else in the caller when its result is asked for; :meth:`result` returns it or raises its
     error. Used as a context manager, a child whose result was not collected (the caller failed) is ended on exit."""
 
     def __init__(self, fn: Callable[[], Any], fork: bool = True) -> None:
         self._fn: Callable[[], Any] | None = fn
-        self._child: Any = None
-        self._recv: Any = None
-        self._frozen = False
         if fork and _can_fork():
-            ctx = multiprocessing.get_context("fork")
-            self._recv, send = ctx.Pipe(duplex=False)
-            self._child = ctx.Process(target=_child, args=([(fn, 1.0)], [0], send), daemon=True)
-            self._frozen = _freeze()
-            self._child.start()
-            send.close()
+            self._start(_child, ([(fn, 1.0)], [0]), duplex=False)
             self._fn = None
 
     @property
@@ -205,30 +231,13 @@ class Beside:
             fn, self._fn = self._fn, None
             return fn()
         try:
-            value = _received(self._child, self._recv)[0]
+            value = _received(self._child, self._conn)[0]
         except BaseException:
             self.close()
             raise
         self._child.join()  # it sent its result and ends
         self.close()
         return value
-
-    def close(self) -> None:
-        """End the child (if it still runs) and wait for it."""
-        if self._child is not None:
-            if self._child.is_alive():
-                self._child.terminate()
-            self._child.join()
-            self._recv.close()
-            self._child = None
-            _unfreeze(self._frozen)
-            self._frozen = False
-
-    def __enter__(self) -> Beside:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _helper_main(factory: Callable[..., Sequence[Job]], warm: Callable[[], Sequence[Callable[[], Any]]] | None,
@@ -260,7 +269,7 @@ def _run_share(factory: Callable[..., Sequence[Job]], args: tuple[Any, ...], sha
     return [jobs[i][0]() for i in share]
 
 
-class Helper:
+class Helper(_Forked):
     """A picture process forked before its jobs are known (while the caller computes what they draw), at a lower
     priority (:data:`HELPER_NICENESS`): it runs the steps ``warm()`` lists (figures made ahead,
     :func:`segvol.viz.plots.make_ahead`) one by one until its share comes. The caller makes the jobs with
@@ -272,16 +281,8 @@ class Helper:
                  warm: Callable[[], Sequence[Callable[[], Any]]] | None = None) -> None:
         self._factory = factory
         self._args: tuple[Any, ...] = ()
-        self._child: Any = None
-        self._conn: Any = None
-        self._frozen = False
         if _can_fork():
-            ctx = multiprocessing.get_context("fork")
-            self._conn, theirs = ctx.Pipe()
-            self._child = ctx.Process(target=_helper_main, args=(factory, warm, theirs), daemon=True)
-            self._frozen = _freeze()
-            self._child.start()
-            theirs.close()
+            self._start(_helper_main, (factory, warm), duplex=True)
 
     @property
     def alive(self) -> bool:
@@ -309,20 +310,3 @@ class Helper:
         results = _received(self._child, self._conn)[0]
         self._child.join()  # it sent them and ends
         return results
-
-    def close(self) -> None:
-        """End the helper (at once, if it still runs) and wait for it."""
-        if self._child is not None:
-            if self._child.is_alive():
-                self._child.terminate()
-            self._child.join()
-            self._conn.close()
-            self._child = None
-            _unfreeze(self._frozen)
-            self._frozen = False
-
-    def __enter__(self) -> Helper:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
