@@ -16,8 +16,6 @@ map, else the mask) is resampled along the centreline:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from scipy import ndimage
 from segvol.tree.records import Tree
 from segvol.tree.sections import plane_axes, tangents
 
-__all__ = ["save_cprs", "cpr_jobs", "save_cpr", "cpr_figure", "main_paths", "straightened", "frames", "Volume"]
+__all__ = ["save_cpr", "cpr_figure", "main_paths", "straightened", "frames", "Volume"]
 
 log = logging.getLogger(__name__)
 MIN_LENGTH_MM = 40.0
@@ -209,17 +207,3 @@ def cpr_figure() -> tuple[Any, np.ndarray]:
         ax.tick_params(labelbottom=False)
     ready_ticks(axes)
     return fig, axes
-
-
-def cpr_jobs(trees: list[Tree], lumen: Volume, out_dir: str | Path, *, show: Volume | None = None,
-             support: np.ndarray | None = None) -> list[Callable[[], Path]]:
-    """One call per main artery of each tree, each writing its ``cpr_<tree>_<n>.png`` in ``out_dir``
-    (:func:`save_cpr`)."""
-    return [partial(save_cpr, tree, index, lumen, Path(out_dir) / f"cpr_{tree.name}_{index + 1}.png", show=show,
-                    support=support) for tree in trees for index in main_paths(tree)]
-
-
-def save_cprs(trees: list[Tree], lumen: Volume, out_dir: str | Path, *, show: Volume | None = None,
-              support: np.ndarray | None = None) -> list[Path]:
-    """``cpr_<tree>_<n>.png`` for each main artery of each tree, in ``out_dir`` (:func:`save_cpr`)."""
-    return [job() for job in cpr_jobs(trees, lumen, out_dir, show=show, support=support)]
