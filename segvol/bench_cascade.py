@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -127,7 +126,7 @@ def cascade_windows(records: list[dict[str, Any]], locator_ckpt: Path, spacings:
 
     from segvol.inference.backends import load_model
     from segvol.inference.cascade import located_box, scan_in_memory
-    from segvol.inference.predictor import predict_scan
+    from segvol.inference.predictor import coarse_stage, predict_scan
 
     fine = load_config("imagecas-fine")
     one_mm = load_config("imagecas")
@@ -135,7 +134,7 @@ def cascade_windows(records: list[dict[str, Any]], locator_ckpt: Path, spacings:
     if model.locator is None:
         raise SegvolError(f"{locator_ckpt}: not a cascade checkpoint (no coarse stage inside)")
     locate = fine.locate
-    locator = replace(model.locator, cfg=model.locator.cfg.replace(infer={"keep_largest": locate.keep_largest}))
+    locator = coarse_stage(model.locator, locate.keep_largest)
     rows = []
     for record in records:
         scan = scan_in_memory(Path(record["image"]))

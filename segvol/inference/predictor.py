@@ -27,7 +27,8 @@ from segvol.io.nifti import (IN_MEMORY, check_image, check_volume, fast_nifti_re
 from segvol.inference.postprocess import postprocess
 from segvol.transforms import deterministic_prefix, inverse_transform
 
-__all__ = ["Prediction", "predict_volume", "predict_scan", "infer_file", "regions_to_labels", "probabilities"]
+__all__ = ["Prediction", "predict_volume", "predict_scan", "coarse_stage", "infer_file", "regions_to_labels",
+           "probabilities"]
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +355,12 @@ def predict_scan(model: LoadedModel, image_input: Any, sw_batch_size: int | None
     return Prediction(labels=array, affine=np.asarray(ref.affine), timings=times, mask=mask), ref
 
 
+def coarse_stage(locator: LoadedModel, keep_largest: int) -> LoadedModel:
+    """A cascade's coarse stage that keeps its ``keep_largest`` largest finds (``locate.keep_largest``) through its
+    own post-processing, on its own grid (at 3 mm: milliseconds; on the scan's grid: seconds)."""
+    return replace(locator, cfg=locator.cfg.replace(infer={"keep_largest": keep_largest}))
+
+
 def _predict_located(model: LoadedModel, image_input: Any, sw_batch_size: int | None, overlap: float | str | None,
                      progress: bool, tta: bool, amp: bool, extras: dict[str, Any] | None) -> tuple[Prediction, Any]:
     """A cascade (:mod:`segvol.inference.cascade`): the coarse stage finds the target on the whole scan, the fine
@@ -367,9 +374,7 @@ def _predict_located(model: LoadedModel, image_input: Any, sw_batch_size: int | 
     first = scan[0] if isinstance(scan, (list, tuple)) else scan
     ref = ref if ref is not None else Grid(tuple(int(s) for s in first.shape[:3]), np.asarray(first.affine))
     shape = tuple(int(s) for s in ref.shape[:3])
-    # the K largest finds are kept on the coarse stage's own grid (at 3 mm: milliseconds; on the scan's: seconds)
-    keep = {"keep_largest": model.cfg.locate.keep_largest}
-    locator = replace(model.locator, cfg=model.locator.cfg.replace(infer=keep))
+    locator = coarse_stage(model.locator, model.cfg.locate.keep_largest)
     found, _ = predict_scan(locator, scan, sw_batch_size, overlap, amp=amp, locate=False)
     box = located_box(found.labels, np.asarray(ref.affine), model.cfg.locate.margin_mm)
     located = time.perf_counter() - clock

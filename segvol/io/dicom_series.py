@@ -320,7 +320,7 @@ def validate_series(series: DicomSeries, *, references: bool = False, outputs: s
         seen = _as_checked(series)
     except OSError as exc:
         raise SegvolError(f"{series.folder}: a file of the series cannot be read ({first_line(exc)})") from exc
-    if _PASSED.get(seen, None) is not None and (_PASSED[seen] or not references):
+    if seen in _PASSED and (_PASSED[seen] or not references):
         return
     headers = check_files(series.folder, series.files)
     tilt = _geometry(series, headers)
